@@ -1,0 +1,178 @@
+"""The ``nlft`` command line. Each command's implementation is imported only when it runs, so ``--help`` is quick."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from . import __version__
+
+EPILOG = """\
+Typical path:  nlft data build POOL --size 50 --ratio 1:2 --out data/
+See the README for the method and for running on real models."""
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
+def _add(sub, name: str, help_text: str, description: str | None = None) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=help_text, description=description or help_text, formatter_class=_Formatter)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# nlft data ...
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _data_build(args: argparse.Namespace) -> int:
+    from .builder import build_dataset
+
+    result = build_dataset(
+        args.pool,
+        args.out,
+        size=args.size,
+        ratio=args.ratio,
+        seed=args.seed,
+        templates=args.templates,
+        skip_invalid=args.skip_invalid,
+    )
+    print(result.summary())
+    return 0
+
+
+def _data_validate(args: argparse.Namespace) -> int:
+    from .records import load_records
+
+    records = load_records(args.file, skip_invalid=args.skip_invalid, split=args.split)
+    n_wrong = sum(not r.is_correct for r in records)
+    unjudged = sum(not r.is_correct and r.judgment is None for r in records)
+    print(f"{args.file}: {len(records)} valid records ({len(records) - n_wrong} correct, {n_wrong} wrong", end="")
+    print(f", {unjudged} of them without a judgment)" if unjudged else ")")
+    if records.skipped:
+        print(f"{len(records.skipped)} invalid lines skipped:")
+        for problem in records.skipped:
+            print(f"  {problem}")
+    return 0
+
+
+def _data_import(args: argparse.Namespace) -> int:
+    from .jsonl import atomic_write_jsonl
+    from .sources import from_mathcritique, from_mathdial, gsm8k_gold_records
+
+    if args.source == "mathcritique":
+        records = list(from_mathcritique(args.path))
+    elif args.source == "mathdial":
+        records = list(from_mathdial(args.path))
+    else:
+        records = list(gsm8k_gold_records(args.split, args.path, limit=args.limit))
+    if args.limit is not None:
+        records = records[: args.limit]
+    n = atomic_write_jsonl(args.out, (r.to_dict() for r in records))
+    print(f"wrote {n} records to {args.out}")
+    return 0
+
+
+def _register_data(sub) -> None:
+    data = _add(sub, "data", "build and check NLFT datasets", "Build and check NLFT datasets.")
+    dsub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+
+    p = _add(
+        dsub,
+        "build",
+        "select N graded records at a correct:wrong ratio; write NLFT and SFT JSONL",
+        "Select records from a pool of graded records (JSON/JSONL/HF dataset) and write, atomically,\n"
+        "OUT/nlft.jsonl (the records), OUT/sft.jsonl (trl prompt/completion rows with the same responses)\n"
+        "and OUT/manifest.json. The same pool and seed give byte-identical files.",
+    )
+    p.add_argument("pool", help="graded records: .jsonl, .json, a saved HF dataset folder or a hub id")
+    p.add_argument("--size", type=int, required=True, help="number of records to select")
+    p.add_argument("--ratio", default="natural", help="correct:wrong, e.g. 1:2; or 'correct', 'wrong', 'natural' (the pool's mix)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--out", default="data", help="output folder")
+    p.add_argument("--templates", default="math", help="prompt template set for the SFT prompts: math, generic or a YAML file")
+    p.add_argument("--skip-invalid", action="store_true", help="skip and count invalid pool lines instead of stopping")
+    p.set_defaults(func=_data_build)
+
+    p = _add(dsub, "validate", "check a records file and report every problem with its line and field")
+    p.add_argument("file", help="records: .jsonl, .json, a saved HF dataset folder or a hub id")
+    p.add_argument("--split", default=None, help="split, for Hugging Face datasets")
+    p.add_argument("--skip-invalid", action="store_true", help="list invalid lines instead of failing")
+    p.set_defaults(func=_data_validate)
+
+    p = _add(
+        dsub,
+        "import",
+        "turn public critique data into a records pool",
+        "Convert public data into NLFT records: MathCritique (wrong answers + GPT-4 critiques), MathDial\n"
+        "(wrong answers + teacher notes) or GSM8K gold solutions (as correct responses).",
+    )
+    p.add_argument("source", choices=["mathcritique", "mathdial", "gsm8k-gold"])
+    p.add_argument("path", nargs="?", default=None, help="input file (a GSM8K folder for gsm8k-gold; omit for the hub)")
+    p.add_argument("--split", default="train", help="GSM8K split, for gsm8k-gold")
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--out", required=True, help="output .jsonl")
+    p.set_defaults(func=_data_import)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# nlft demo
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(args)
+
+
+def _register_demo(sub) -> None:
+    p = _add(
+        sub,
+        "demo",
+        "run the embedded default end to end on CPU (tiny model, bundled sample)",
+        "Build a dataset from the bundled sample (MathCritique critiques + GSM8K gold answers),\n"
+        "encode it with the project's tokenizer and show the three NLFT sequences of each record.",
+    )
+    p.add_argument("--out", default="runs/demo", help="run folder")
+    p.add_argument("--size", type=int, default=12, help="records to select from the bundled sample")
+    p.add_argument("--seed", type=int, default=42)
+    p.set_defaults(func=_demo)
+
+
+REGISTRARS: list[Callable] = [_register_data, _register_demo]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nlft",
+        description="Natural Language Fine-Tuning: train on the tokens that written judgments single out.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"nlft {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for register in REGISTRARS:
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .records import RecordError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code = args.func(args)
+    except (RecordError, ValueError, FileNotFoundError, NotADirectoryError) as exc:
+        # Bad input is reported in one clear message; NLFT_DEBUG=1 shows the traceback instead.
+        if os.environ.get("NLFT_DEBUG"):
+            raise
+        print(f"nlft: error: {exc}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        print("nlft: interrupted", file=sys.stderr)
+        code = 130
+    sys.exit(code)

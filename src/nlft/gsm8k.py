@@ -1,0 +1,176 @@
+"""GSM8K: loading the splits and reading numeric answers out of text.
+
+Three extraction rules are offered, because the field uses all three and they disagree on real outputs:
+
+* ``strict``   the number after the first ``#### `` (lm-eval's ``strict-match``);
+* ``flexible`` the last number in the text (lm-eval's ``flexible-extract``);
+* ``authors``  the NLFT authors' rule: the first number after the first ``####``, else the last number.
+
+Numbers are normalised (thousands commas, ``$``, a trailing period) and compared as exact decimals, so
+``"18.0"`` equals ``"18"`` and ``"$1,200."`` equals ``"1200"``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+from .records import Question
+
+HUB_ID = "openai/gsm8k"
+RULES = ("strict", "flexible", "authors")
+
+_STRICT_RE = re.compile(r"#### (\-?[0-9\.\,]+)")
+_FLEXIBLE_RE = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")
+_AUTHORS_NUM_RE = re.compile(r"-?\d+\.?\d*")
+_GOLD_RE = re.compile(r"####\s*(.+?)\s*$", re.S)
+
+
+def normalize_number(text: str | None) -> str | None:
+    """Strip what does not change a number's value: commas, dollar signs, spaces and a trailing period."""
+    if text is None:
+        return None
+    out = text.strip().replace(",", "").replace("$", "").replace(" ", "")
+    out = out.rstrip(".")
+    return out or None
+
+
+def to_decimal(text: str | None) -> Decimal | None:
+    norm = normalize_number(text)
+    if norm is None:
+        return None
+    try:
+        value = Decimal(norm)
+    except InvalidOperation:
+        return None
+    return value if value.is_finite() else None
+
+
+def extract_strict(text: str) -> str | None:
+    """The number after the first ``#### `` marker, or None."""
+    match = _STRICT_RE.search(text)
+    return normalize_number(match.group(1)) if match else None
+
+
+def extract_flexible(text: str) -> str | None:
+    """The last number in the text, or None."""
+    matches = _FLEXIBLE_RE.findall(text)
+    for groups in reversed(matches):
+        candidate = next((g for g in groups if g), "")
+        norm = normalize_number(candidate)
+        if norm is not None and to_decimal(norm) is not None:
+            return norm
+    return None
+
+
+def extract_authors(text: str) -> str | None:
+    """The NLFT authors' rule: first number after the first ``####``; without ``####``, the last number."""
+    parts = text.lower().split("####")
+    has_marker = len(parts) > 1
+    segment = parts[1] if has_marker else parts[-1]
+    numbers = _AUTHORS_NUM_RE.findall(segment.replace(",", ""))
+    if not numbers:
+        return None
+    return normalize_number(numbers[0] if has_marker else numbers[-1])
+
+
+EXTRACTORS: dict[str, Callable[[str], str | None]] = {
+    "strict": extract_strict,
+    "flexible": extract_flexible,
+    "authors": extract_authors,
+}
+
+
+def extract(text: str, rule: str = "authors") -> str | None:
+    try:
+        return EXTRACTORS[rule](text)
+    except KeyError:
+        raise ValueError(f"unknown extraction rule '{rule}' (choose from {', '.join(RULES)})") from None
+
+
+def gold_answer(answer: str) -> str:
+    """The final number of a GSM8K gold solution (the text after ``####``). Raises if there is none."""
+    match = _GOLD_RE.search(answer)
+    if not match or to_decimal(match.group(1)) is None:
+        raise ValueError(f"no '#### <number>' at the end of the gold answer: {answer[-60:]!r}")
+    return normalize_number(match.group(1))  # type: ignore[return-value]
+
+
+def same_number(prediction: str | None, gold: str | None) -> bool:
+    """Numeric equality of two extracted answers (``"18.0" == "18"``); None never matches."""
+    a, b = to_decimal(prediction), to_decimal(gold)
+    if a is None or b is None:
+        return False
+    return a == b
+
+
+@dataclass(frozen=True)
+class Grade:
+    """An answer graded against the gold number by every rule; ``correct`` follows the chosen rule."""
+
+    gold: str
+    extracted: dict[str, str | None]
+    matches: dict[str, bool]
+    rule: str
+
+    @property
+    def correct(self) -> bool:
+        return self.matches[self.rule]
+
+    def to_dict(self) -> dict:
+        return {"gold": self.gold, "extracted": self.extracted, "matches": self.matches, "rule": self.rule}
+
+
+def grade(response: str, gold: str, rule: str = "authors") -> Grade:
+    """Grade ``response`` against a gold number (or a gold solution ending in ``#### N``)."""
+    if rule not in EXTRACTORS:
+        raise ValueError(f"unknown extraction rule '{rule}' (choose from {', '.join(RULES)})")
+    gold_num = gold_answer(gold) if "####" in gold else normalize_number(gold) or ""
+    extracted = {name: fn(response) for name, fn in EXTRACTORS.items()}
+    matches = {name: same_number(value, gold_num) for name, value in extracted.items()}
+    return Grade(gold_num, extracted, matches, rule)
+
+
+def question_id(split: str, index: int) -> str:
+    return f"gsm8k-{split}-{index:05d}"
+
+
+def load_gsm8k(split: str = "test", source: str | Path | None = None, *, limit: int | None = None) -> list[Question]:
+    """GSM8K questions with their gold solutions.
+
+    ``source`` is a folder holding ``{split}.jsonl`` (as in the openai/grade-school-math repository), a
+    ``.jsonl`` file, or None for the hub dataset ``openai/gsm8k`` (config ``main``). Ids are stable:
+    ``gsm8k-<split>-<index>``. The gold number is kept in ``extra["gold"]``.
+    """
+    from .records import iter_rows
+
+    rows: list[dict]
+    if source is None:
+        import datasets
+
+        ds = datasets.load_dataset(HUB_ID, "main", split=split)
+        rows = [dict(r) for r in ds]
+        label = f"{HUB_ID}[{split}]"
+    else:
+        path = Path(source)
+        if path.is_dir():
+            path = path / f"{split}.jsonl"
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such file (expected GSM8K JSONL with 'question' and 'answer')")
+        rows = []
+        for row in iter_rows(path):
+            if not hasattr(row, "data"):
+                raise ValueError(str(row))
+            rows.append(row.data)
+        label = str(path)
+    out = []
+    for i, row in enumerate(rows[:limit] if limit else rows):
+        try:
+            gold = gold_answer(row["answer"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{label}: row {i}: field 'answer': {exc}") from None
+        out.append(Question(question_id(split, i), row["question"], row["answer"], None, {"gold": gold}))
+    return out
