@@ -16,9 +16,7 @@ from pathlib import Path
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 # Llama-3's split pattern (tiktoken cl100k-style), so numbers split into groups of at most three digits.
-LLAMA3_PATTERN = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
+LLAMA3_PATTERN = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 SPECIAL_TOKENS = [
     "<|begin_of_text|>",
     "<|end_of_text|>",
@@ -62,7 +60,9 @@ def build(texts: list[str], vocab_size: int):
     tok.train_from_iterator(texts, trainer)
     bos = tok.token_to_id("<|begin_of_text|>")
     tok.post_processor = processors.TemplateProcessing(
-        single="<|begin_of_text|> $A", pair="<|begin_of_text|> $A <|begin_of_text|> $B", special_tokens=[("<|begin_of_text|>", bos)]
+        single="<|begin_of_text|> $A",
+        pair="<|begin_of_text|> $A <|begin_of_text|> $B",
+        special_tokens=[("<|begin_of_text|>", bos)],
     )
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
@@ -77,8 +77,15 @@ def build(texts: list[str], vocab_size: int):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--gsm8k", type=Path, default=Path("../shared/data/gsm8k"), help="folder with train.jsonl and test.jsonl")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--gsm8k",
+        type=Path,
+        default=Path("../shared/data/gsm8k"),
+        help="folder with train.jsonl and test.jsonl",
+    )
     parser.add_argument("--out", type=Path, default=Path("src/nlft/resources/tokenizer"))
     parser.add_argument("--vocab-size", type=int, default=4096)
     args = parser.parse_args()

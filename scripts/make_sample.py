@@ -19,12 +19,16 @@ from nlft.sources import from_mathcritique, gsm8k_gold_records
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--shared", type=Path, default=Path("../shared"))
     parser.add_argument("--out", type=Path, default=Path("src/nlft/resources/sample"))
     args = parser.parse_args()
     data = args.shared / "data"
-    wrong = sorted(from_mathcritique(data / "mathcritique/mathcritique_gsm8k_triples.jsonl"), key=lambda r: r.id)[:12]
+    wrong = sorted(
+        from_mathcritique(data / "mathcritique/mathcritique_gsm8k_triples.jsonl"), key=lambda r: r.id
+    )[:12]
     used = {r.question for r in wrong}
     correct = list(gsm8k_gold_records("train", data / "gsm8k", exclude=used, limit=24))
     atomic_write_jsonl(args.out / "records.jsonl", (r.to_dict() for r in wrong + correct))
@@ -33,7 +37,9 @@ def main() -> None:
     atomic_write_jsonl(args.out / "gsm8k_test_sample.jsonl", test)
     shutil.copyfile(data / "mathcritique/LICENSE.txt", args.out / "LICENSE-MathCritique.txt")
     shutil.copyfile(data / "gsm8k/LICENSE.txt", args.out / "LICENSE-GSM8K.txt")
-    print(f"wrote {len(wrong)} wrong + {len(correct)} correct records and {len(test)} test questions to {args.out}")
+    print(
+        f"wrote {len(wrong)} wrong + {len(correct)} correct records and {len(test)} test questions to {args.out}"
+    )
 
 
 if __name__ == "__main__":

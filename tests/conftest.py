@@ -16,7 +16,9 @@ def need_shared(*parts: str) -> Path:
     """The path under ../shared, or a skip saying what is missing."""
     path = SHARED.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"needs {path} (the project's shared data folder beside the repo; absent on this machine)")
+        pytest.skip(
+            f"needs {path} (the project's shared data folder beside the repo; absent on this machine)"
+        )
     return path
 
 

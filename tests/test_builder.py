@@ -54,10 +54,16 @@ def test_natural_mix_and_extremes(pool_200):
 
 def test_not_enough_records_is_a_clear_error():
     pool = records_from_dicts(
-        [{"id": f"w{i}", "question": "q", "response": f"r{i}", "reference": "x", "judgment": "bad"} for i in range(3)]
+        [
+            {"id": f"w{i}", "question": "q", "response": f"r{i}", "reference": "x", "judgment": "bad"}
+            for i in range(3)
+        ]
         + [{"id": "u", "question": "q", "response": "ru", "reference": "x", "correct": False}]
     )
-    with pytest.raises(ValueError, match=r"needs 4 wrong with a judgment \(the pool has 3\).*1 wrong records without a judgment"):
+    with pytest.raises(
+        ValueError,
+        match=r"needs 4 wrong with a judgment \(the pool has 3\).*1 wrong records without a judgment",
+    ):
         select(pool, 4, (0, 1))
 
 

@@ -37,7 +37,10 @@ def test_console_help_runs():
 
 def test_data_build_cli_and_bad_input_exit_code(tmp_path, capsys):
     rows = [{"id": f"c{i}", "question": f"q{i}", "response": f"r{i}", "reference": "a"} for i in range(6)]
-    rows += [{"id": f"w{i}", "question": f"q{i}", "response": f"x{i}", "reference": "a", "judgment": "bad"} for i in range(6)]
+    rows += [
+        {"id": f"w{i}", "question": f"q{i}", "response": f"x{i}", "reference": "a", "judgment": "bad"}
+        for i in range(6)
+    ]
     pool = tmp_path / "pool.jsonl"
     pool.write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(SystemExit) as info:
@@ -57,7 +60,9 @@ def test_data_build_cli_and_bad_input_exit_code(tmp_path, capsys):
 
 def test_data_validate_reports_skipped_lines(tmp_path, capsys):
     pool = tmp_path / "p.jsonl"
-    pool.write_text('{"id": "a", "question": "q", "response": "r", "reference": "x"}\n{"id": "b", "question": "q"}\n')
+    pool.write_text(
+        '{"id": "a", "question": "q", "response": "r", "reference": "x"}\n{"id": "b", "question": "q"}\n'
+    )
     with pytest.raises(SystemExit) as info:
         main(["data", "validate", str(pool), "--skip-invalid"])
     assert info.value.code == 0

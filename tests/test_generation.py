@@ -12,8 +12,17 @@ def tiny_dir(tmp_path_factory):
 
 def requests():
     return [
-        Request("a", messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+3?"}]),
-        Request("b", messages=[{"role": "user", "content": "A much longer question about apples and pears, please?"}]),
+        Request(
+            "a",
+            messages=[
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "What is 2+3?"},
+            ],
+        ),
+        Request(
+            "b",
+            messages=[{"role": "user", "content": "A much longer question about apples and pears, please?"}],
+        ),
         Request("c", text="Question: 1+1?\nAnswer:"),
     ]
 
@@ -29,7 +38,15 @@ def test_batched_left_padded_greedy_equals_one_by_one(tiny_dir):
 
 def test_sampling_is_seeded(tiny_dir):
     model, tok, _ = load_model(tiny_dir, device="cpu")
-    run = lambda seed: [c.text for _, c in HFBackend(model, tok, SamplingSettings(max_new_tokens=10, temperature=1.0, seed=seed)).generate(requests())]  # noqa: E731
+
+    def run(seed):
+        return [
+            c.text
+            for _, c in HFBackend(
+                model, tok, SamplingSettings(max_new_tokens=10, temperature=1.0, seed=seed)
+            ).generate(requests())
+        ]
+
     assert run(1) == run(1)
     assert run(1) != run(2)
 

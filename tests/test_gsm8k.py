@@ -32,7 +32,14 @@ def test_extraction_rules_on_tricky_strings(text, strict, flexible, authors):
 
 @pytest.mark.parametrize(
     ("a", "b", "equal"),
-    [("18.0", "18", True), ("$1,200.", "1200", True), ("-5", "-5.00", True), ("18", "18.5", False), (None, "1", False), ("abc", "abc", False)],
+    [
+        ("18.0", "18", True),
+        ("$1,200.", "1200", True),
+        ("-5", "-5.00", True),
+        ("18", "18.5", False),
+        (None, "1", False),
+        ("abc", "abc", False),
+    ],
 )
 def test_numeric_comparison(a, b, equal):
     assert same_number(a, b) is equal

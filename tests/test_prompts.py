@@ -3,7 +3,12 @@ import pytest
 from nlft.prompts import PLAIN_FORMAT, PromptRenderer, RecordEncoder, TemplateSet, fill
 from nlft.records import RecordError, records_from_dicts
 
-CORRECT = {"id": "c1", "question": "What is 2+3?", "response": "2+3 = <<2+3=5>>5\n#### 5", "reference": "2+3=5\n#### 5"}
+CORRECT = {
+    "id": "c1",
+    "question": "What is 2+3?",
+    "response": "2+3 = <<2+3=5>>5\n#### 5",
+    "reference": "2+3=5\n#### 5",
+}
 WRONG = {**CORRECT, "id": "w1", "response": "2+3 = 6\n#### 6", "judgment": "The sum 2+3 is 5, not 6."}
 
 
@@ -65,7 +70,9 @@ def test_chat_template_renders_system_user_and_generation_prompt(tokenizer):
     enc = RecordEncoder(tokenizer, "math")
     (record,) = records_from_dicts([WRONG])
     text = enc.prompt_text("judge", record)
-    assert text.startswith("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nWrite a bad response")
+    assert text.startswith(
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nWrite a bad response"
+    )
     assert "### Judgment:\nThe sum 2+3 is 5, not 6." in text
     assert text.endswith("<|start_header_id|>assistant<|end_header_id|>\n\n")
     std = enc.prompt_text("std", record)
@@ -132,7 +139,10 @@ def test_user_template_set_from_yaml(tmp_path, tokenizer):
     ts = TemplateSet.load(path)
     assert ts.name == "legal"
     (record,) = records_from_dicts([WRONG])
-    assert ts.messages("std", record) == ("Use the reference. You are a lawyer.", f"Q: What is 2+3? REF: {WRONG['reference']}")
+    assert ts.messages("std", record) == (
+        "Use the reference. You are a lawyer.",
+        f"Q: What is 2+3? REF: {WRONG['reference']}",
+    )
     assert ts.messages("judge", record)[0] == "Be bad. {literal}"  # unknown braces are left alone
     bad = tmp_path / "bad.yaml"
     bad.write_text("base: {system: x, user: y}\nstd: {system: x}\n")

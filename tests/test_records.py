@@ -4,8 +4,20 @@ import pytest
 
 from nlft.records import RecordError, load_questions, load_records, records_from_dicts
 
-GOOD = {"id": "r1", "question": "What is 2+3?", "response": "2+3=5\n#### 5", "reference": "#### 5", "judgment": None}
-WRONG = {"id": "r2", "question": "What is 2+3?", "response": "2+3=6\n#### 6", "reference": "#### 5", "judgment": "2+3 is 5."}
+GOOD = {
+    "id": "r1",
+    "question": "What is 2+3?",
+    "response": "2+3=5\n#### 5",
+    "reference": "#### 5",
+    "judgment": None,
+}
+WRONG = {
+    "id": "r2",
+    "question": "What is 2+3?",
+    "response": "2+3=6\n#### 6",
+    "reference": "#### 5",
+    "judgment": "2+3 is 5.",
+}
 
 
 def jsonl(*rows) -> str:
@@ -22,8 +34,22 @@ def test_jsonl_with_our_field_names_loads(write):
 def test_authors_format_loads_unchanged(write):
     # The NLFT authors' files: a JSON array with instruction/input/output/judgment/answer and integer ids.
     authors = [
-        {"id": 7, "instruction": "Solve it.", "input": "What is 2+3?", "output": "5\n#### 5", "judgment": None, "answer": "#### 5"},
-        {"id": 8, "instruction": "Solve it.", "input": "What is 2+4?", "output": "7\n#### 7", "judgment": "Wrong sum.", "answer": "#### 6"},
+        {
+            "id": 7,
+            "instruction": "Solve it.",
+            "input": "What is 2+3?",
+            "output": "5\n#### 5",
+            "judgment": None,
+            "answer": "#### 5",
+        },
+        {
+            "id": 8,
+            "instruction": "Solve it.",
+            "input": "What is 2+4?",
+            "output": "7\n#### 7",
+            "judgment": "Wrong sum.",
+            "answer": "#### 6",
+        },
     ]
     path = write("NLFT800.json", json.dumps(authors, indent=2))
     records = load_records(path)

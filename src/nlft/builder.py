@@ -35,7 +35,9 @@ def parse_ratio(text: str | None) -> tuple[int, int] | None:
     try:
         c, w = (int(p) for p in parts)
     except ValueError:
-        raise ValueError(f"ratio '{text}': expected C:W with whole numbers (e.g. 1:2), 'correct', 'wrong' or 'natural'") from None
+        raise ValueError(
+            f"ratio '{text}': expected C:W with whole numbers (e.g. 1:2), 'correct', 'wrong' or 'natural'"
+        ) from None
     if c < 0 or w < 0 or c + w == 0:
         raise ValueError(f"ratio '{text}': parts must be non-negative and not both zero")
     return (c, w)
@@ -56,7 +58,9 @@ class Selection:
     unjudged: int  # wrong records left out because they have no judgment yet
 
 
-def select(pool: Sequence[Record], size: int, ratio: tuple[int, int] | None = None, seed: int = 42) -> Selection:
+def select(
+    pool: Sequence[Record], size: int, ratio: tuple[int, int] | None = None, seed: int = 42
+) -> Selection:
     """Pick ``size`` records: ``ratio`` = (correct, wrong) parts, or None for the pool's natural mix."""
     if size < 1:
         raise ValueError(f"size must be at least 1, got {size}")
@@ -65,7 +69,9 @@ def select(pool: Sequence[Record], size: int, ratio: tuple[int, int] | None = No
     rng = random.Random(seed)
     if ratio is None:
         if size > len(usable):
-            raise ValueError(f"asked for {size} records, the pool has {len(usable)} usable ones" + _unjudged_note(unjudged))
+            raise ValueError(
+                f"asked for {size} records, the pool has {len(usable)} usable ones" + _unjudged_note(unjudged)
+            )
         chosen = rng.sample(usable, size)
     else:
         correct = [r for r in usable if r.is_correct]
@@ -78,7 +84,9 @@ def select(pool: Sequence[Record], size: int, ratio: tuple[int, int] | None = No
             short.append(f"{n_w} wrong with a judgment (the pool has {len(wrong)})")
         if short:
             raise ValueError(
-                f"size {size} at ratio {ratio[0]}:{ratio[1]} needs " + " and ".join(short) + _unjudged_note(unjudged)
+                f"size {size} at ratio {ratio[0]}:{ratio[1]} needs "
+                + " and ".join(short)
+                + _unjudged_note(unjudged)
             )
         chosen = rng.sample(correct, n_c) + rng.sample(wrong, n_w)
         rng.shuffle(chosen)
@@ -87,14 +95,22 @@ def select(pool: Sequence[Record], size: int, ratio: tuple[int, int] | None = No
 
 
 def _unjudged_note(unjudged: int) -> str:
-    return f"; {unjudged} wrong records without a judgment were not counted (run `nlft judge`)" if unjudged else ""
+    return (
+        f"; {unjudged} wrong records without a judgment were not counted (run `nlft judge`)"
+        if unjudged
+        else ""
+    )
 
 
 def sft_row(record: Record, templates: TemplateSet) -> dict:
     """trl's conversational prompt/completion row: the X_base prompt and the same response."""
     system, user = templates.messages("base", record)
     prompt = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
-    return {"id": record.id, "prompt": prompt, "completion": [{"role": "assistant", "content": record.response}]}
+    return {
+        "id": record.id,
+        "prompt": prompt,
+        "completion": [{"role": "assistant", "content": record.response}],
+    }
 
 
 @dataclass

@@ -82,7 +82,15 @@ def _stable_seed(seed: int, key: str) -> int:
 class HFBackend:
     """Batched generation with a transformers causal LM (and optional PEFT adapter)."""
 
-    def __init__(self, model, tokenizer, settings: SamplingSettings | None = None, *, batch_size: int = 8, renderer=None):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        settings: SamplingSettings | None = None,
+        *,
+        batch_size: int = 8,
+        renderer=None,
+    ):
         from .prompts import PromptRenderer
 
         self.model = model
@@ -137,7 +145,9 @@ class HFBackend:
             if s.stop:
                 kwargs.update(stop_strings=list(s.stop), tokenizer=self.tokenizer)
             with torch.inference_mode():
-                out = self.model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device), **kwargs)
+                out = self.model.generate(
+                    input_ids=input_ids.to(device), attention_mask=attention.to(device), **kwargs
+                )
             for i, request in enumerate(batch):
                 new = out[i, width:].tolist()
                 finish = "length"
@@ -178,7 +188,9 @@ class OpenAIBackend:
         key = os.environ.get(api_key_env)
         if not key:
             if base_url is None:
-                raise ValueError(f"no API key: set the environment variable {api_key_env} (or point --base-url at your own server)")
+                raise ValueError(
+                    f"no API key: set the environment variable {api_key_env} (or point --base-url at your own server)"
+                )
             key = "EMPTY"  # local servers (vLLM, SGLang) accept any key
         self.client = openai.OpenAI(api_key=key, base_url=base_url, timeout=timeout, max_retries=max_retries)
         self.model = model
@@ -190,7 +202,11 @@ class OpenAIBackend:
 
     def _params(self) -> dict[str, Any]:
         s = self.settings
-        params: dict[str, Any] = {"model": self.model, "max_tokens": s.max_new_tokens, "temperature": max(s.temperature, 0.0)}
+        params: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": s.max_new_tokens,
+            "temperature": max(s.temperature, 0.0),
+        }
         if s.top_p < 1.0:
             params["top_p"] = s.top_p
         if s.stop:
@@ -206,7 +222,9 @@ class OpenAIBackend:
         if request.messages is not None:
             if self.stream:
                 parts, finish = [], None
-                for chunk in self.client.chat.completions.create(messages=request.messages, stream=True, **params):
+                for chunk in self.client.chat.completions.create(
+                    messages=request.messages, stream=True, **params
+                ):
                     if not getattr(chunk, "choices", None):
                         continue
                     choice = chunk.choices[0]
@@ -219,7 +237,11 @@ class OpenAIBackend:
                 return "".join(parts), finish
             reply = self.client.chat.completions.create(messages=request.messages, **params)
             choices = getattr(reply, "choices", None)
-            if not choices or getattr(choices[0], "message", None) is None or choices[0].message.content is None:
+            if (
+                not choices
+                or getattr(choices[0], "message", None) is None
+                or choices[0].message.content is None
+            ):
                 raise MalformedReply("reply has no choices[0].message.content")
             return choices[0].message.content, choices[0].finish_reason
         reply = self.client.completions.create(prompt=request.text, **params)
@@ -242,7 +264,9 @@ class OpenAIBackend:
             except (MalformedReply, openai.APIResponseValidationError, ValueError) as exc:
                 # The client retried transport errors already; a malformed body is retried here.
                 if attempt > self.max_retries:
-                    return Completion(None, error=f"malformed reply after {attempt} attempts: {exc}", attempts=attempt)
+                    return Completion(
+                        None, error=f"malformed reply after {attempt} attempts: {exc}", attempts=attempt
+                    )
                 time.sleep(min(8.0, 0.5 * 2 ** (attempt - 1)) * (0.75 + 0.5 * random.random()))
             except openai.APIError as exc:
                 status = getattr(exc, "status_code", None)

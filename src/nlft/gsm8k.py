@@ -138,7 +138,9 @@ def question_id(split: str, index: int) -> str:
     return f"gsm8k-{split}-{index:05d}"
 
 
-def load_gsm8k(split: str = "test", source: str | Path | None = None, *, limit: int | None = None) -> list[Question]:
+def load_gsm8k(
+    split: str = "test", source: str | Path | None = None, *, limit: int | None = None
+) -> list[Question]:
     """GSM8K questions with their gold solutions.
 
     ``source`` is a folder holding ``{split}.jsonl`` (as in the openai/grade-school-math repository), a
@@ -159,7 +161,9 @@ def load_gsm8k(split: str = "test", source: str | Path | None = None, *, limit: 
         if path.is_dir():
             path = path / f"{split}.jsonl"
         if not path.exists():
-            raise FileNotFoundError(f"{path}: no such file (expected GSM8K JSONL with 'question' and 'answer')")
+            raise FileNotFoundError(
+                f"{path}: no such file (expected GSM8K JSONL with 'question' and 'answer')"
+            )
         rows = []
         for row in iter_rows(path):
             if not hasattr(row, "data"):

@@ -77,8 +77,10 @@ class AppendLog:
         self._repair()
         self._rows: dict[str, dict] = {}
         for row in self._read():
-            self._rows.setdefault(str(row[key]), row)  # a duplicate can't arise through this class; keep the first
-        self._fh = open(self.path, "a", encoding="utf-8")
+            self._rows.setdefault(
+                str(row[key]), row
+            )  # a duplicate can't arise through this class; keep the first
+        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - held open for the log's lifetime; close() ends it
 
     def _repair(self) -> None:
         """Cut a torn last line left by a kill during a write."""
@@ -99,9 +101,13 @@ class AppendLog:
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise ValueError(f"{self.path}:{lineno}: not valid JSON ({exc.msg}); the results file is damaged") from None
+                    raise ValueError(
+                        f"{self.path}:{lineno}: not valid JSON ({exc.msg}); the results file is damaged"
+                    ) from None
                 if not isinstance(row, dict) or self.key not in row:
-                    raise ValueError(f"{self.path}:{lineno}: field '{self.key}': missing; not a results file of this job")
+                    raise ValueError(
+                        f"{self.path}:{lineno}: field '{self.key}': missing; not a results file of this job"
+                    )
                 yield row
 
     def __contains__(self, key: object) -> bool:

@@ -65,7 +65,11 @@ def load_model(
         kwargs["attn_implementation"] = attn_implementation
     kwargs.update(model_kwargs or {})
     net = AutoModelForCausalLM.from_pretrained(weights.base_model, **kwargs)
-    tok_source = weights.adapter if weights.adapter and (weights.adapter / "tokenizer_config.json").exists() else weights.base_model
+    tok_source = (
+        weights.adapter
+        if weights.adapter and (weights.adapter / "tokenizer_config.json").exists()
+        else weights.base_model
+    )
     tokenizer = load_tokenizer(tok_source, trust_remote_code=trust_remote_code)
     if weights.adapter is not None:
         from peft import PeftModel

@@ -93,12 +93,19 @@ class TemplateSet:
             return cls.from_dict(yaml.safe_load(_resource_text("templates", f"{spec}.yaml")), str(spec))
         path = Path(spec)
         if not path.exists():
-            raise FileNotFoundError(f"template set '{spec}': neither a built-in ({', '.join(BUILTIN_TEMPLATE_SETS)}) nor a file")
+            raise FileNotFoundError(
+                f"template set '{spec}': neither a built-in ({', '.join(BUILTIN_TEMPLATE_SETS)}) nor a file"
+            )
         with open(path, encoding="utf-8") as fh:
             return cls.from_dict(yaml.safe_load(fh), str(path))
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.name, "description": self.description, "system": self.system, "plain": self.plain}
+        out: dict[str, Any] = {
+            "name": self.name,
+            "description": self.description,
+            "system": self.system,
+            "plain": self.plain,
+        }
         for kind in PROMPT_KINDS:
             pair: PromptPair = getattr(self, kind)
             out[kind] = {"system": pair.system, "user": pair.user}
@@ -127,18 +134,26 @@ def load_chat_template(spec: str | None) -> str | None:
     path = Path(spec)
     if path.exists():
         return path.read_text(encoding="utf-8")
-    raise FileNotFoundError(f"chat template '{spec}': neither a built-in ({', '.join(BUILTIN_CHAT_TEMPLATES)}) nor a file")
+    raise FileNotFoundError(
+        f"chat template '{spec}': neither a built-in ({', '.join(BUILTIN_CHAT_TEMPLATES)}) nor a file"
+    )
 
 
 class PromptRenderer:
     """Turns (system, user) texts into prompt token ids, and a response into its ids (EOS-terminated)."""
 
     def __init__(
-        self, tokenizer, chat_template: str | None = None, eos_token: str | None = None, plain_format: str = PLAIN_FORMAT
+        self,
+        tokenizer,
+        chat_template: str | None = None,
+        eos_token: str | None = None,
+        plain_format: str = PLAIN_FORMAT,
     ):
         self.tokenizer = tokenizer
         self.plain_format = plain_format
-        self.chat_template = load_chat_template(chat_template) or getattr(tokenizer, "chat_template", None) or None
+        self.chat_template = (
+            load_chat_template(chat_template) or getattr(tokenizer, "chat_template", None) or None
+        )
         eos = eos_token or tokenizer.eos_token
         if eos is None:
             raise ValueError("the tokenizer has no EOS token; name one with eos_token")
@@ -148,7 +163,9 @@ class PromptRenderer:
         self._system_role = True  # switched off on templates that reject a system message
         probe = tokenizer("a", add_special_tokens=True).input_ids
         self._plain_bos = (
-            [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None and probe[:1] == [tokenizer.bos_token_id] else []
+            [tokenizer.bos_token_id]
+            if tokenizer.bos_token_id is not None and probe[:1] == [tokenizer.bos_token_id]
+            else []
         )
 
     @property

@@ -174,7 +174,9 @@ def _iter_json(path: Path) -> Iterator[Row | Problem]:
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
-        yield Problem(src, f"line {line}", None, f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {col})")
+        yield Problem(
+            src, f"line {line}", None, f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {col})"
+        )
         return
     decoder = json.JSONDecoder()
 
@@ -191,7 +193,9 @@ def _iter_json(path: Path) -> Iterator[Row | Problem]:
             if text[pos] == "{" and exc.msg == "Extra data":  # JSON Lines saved as .json
                 yield from _iter_jsonl(path)
             else:
-                yield Problem(src, f"line {exc.lineno}", None, f"not valid JSON ({exc.msg} at column {exc.colno})")
+                yield Problem(
+                    src, f"line {exc.lineno}", None, f"not valid JSON ({exc.msg} at column {exc.colno})"
+                )
             return
         if isinstance(obj, dict) and isinstance(obj.get("data"), list):  # {"data": [...]} wrappers
             for i, item in enumerate(obj["data"]):
@@ -210,7 +214,9 @@ def _iter_json(path: Path) -> Iterator[Row | Problem]:
         try:
             obj, end = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
-            yield Problem(src, f"line {exc.lineno}", None, f"not valid JSON ({exc.msg} at column {exc.colno})")
+            yield Problem(
+                src, f"line {exc.lineno}", None, f"not valid JSON ({exc.msg} at column {exc.colno})"
+            )
             return
         yield Row(src, f"element {index} (line {line_of(pos)})", obj)
         index += 1
@@ -244,7 +250,9 @@ def _iter_hf(spec: str, split: str | None, name: str | None) -> Iterator[Row | P
         yield Row(label, f"row {i}", row)
 
 
-def iter_rows(source: str | os.PathLike, *, split: str | None = None, name: str | None = None) -> Iterator[Row | Problem]:
+def iter_rows(
+    source: str | os.PathLike, *, split: str | None = None, name: str | None = None
+) -> Iterator[Row | Problem]:
     """Yield the rows of a JSON/JSONL file or a Hugging Face dataset, or a ``Problem`` for a row that can't be read.
 
     ``source`` is a ``.jsonl``/``.json`` file, a folder written by ``Dataset.save_to_disk``, a local
@@ -303,7 +311,13 @@ class _Validator:
             if required:
                 alts = " or ".join(f"'{n}'" for n in self.fields[key])
                 self.problems.append(
-                    Problem(self.row.source, self.row.location, shown, f"missing (expected {alts})", self.record_id)
+                    Problem(
+                        self.row.source,
+                        self.row.location,
+                        shown,
+                        f"missing (expected {alts})",
+                        self.record_id,
+                    )
                 )
             return None
         if not isinstance(value, str):
@@ -341,7 +355,9 @@ def _extra(data: Mapping[str, Any], known: dict[str, tuple[str, ...]]) -> dict[s
 
 def validate_record(row: Row, *, require_reference: bool = True) -> tuple[Record | None, list[Problem]]:
     if not isinstance(row.data, Mapping):
-        return None, [Problem(row.source, row.location, None, f"expected a JSON object, got {type(row.data).__name__}")]
+        return None, [
+            Problem(row.source, row.location, None, f"expected a JSON object, got {type(row.data).__name__}")
+        ]
     v = _Validator(row, RECORD_FIELDS)
     data = row.data
     raw_id = data.get("id")
@@ -388,7 +404,9 @@ def validate_record(row: Row, *, require_reference: bool = True) -> tuple[Record
 
 def validate_question(row: Row) -> tuple[Question | None, list[Problem]]:
     if not isinstance(row.data, Mapping):
-        return None, [Problem(row.source, row.location, None, f"expected a JSON object, got {type(row.data).__name__}")]
+        return None, [
+            Problem(row.source, row.location, None, f"expected a JSON object, got {type(row.data).__name__}")
+        ]
     v = _Validator(row, QUESTION_FIELDS)
     question = v.text("question", required=True)
     reference = v.text("reference", required=False)
@@ -400,7 +418,9 @@ def validate_question(row: Row) -> tuple[Question | None, list[Problem]]:
     return Question(rid, question, reference, system, _extra(row.data, QUESTION_FIELDS)), []
 
 
-def _collect(rows: Iterable[Row | Problem], validate, *, skip_invalid: bool, what: str, source: str) -> RecordList:
+def _collect(
+    rows: Iterable[Row | Problem], validate, *, skip_invalid: bool, what: str, source: str
+) -> RecordList:
     items: list[Any] = []
     problems: list[Problem] = []
     first_seen: dict[str, str] = {}
@@ -410,14 +430,24 @@ def _collect(rows: Iterable[Row | Problem], validate, *, skip_invalid: bool, wha
             continue
         item, found = validate(row)
         if item is not None and item.id in first_seen:
-            found = [Problem(row.source, row.location, "id", f"duplicate id '{item.id}' (first on {first_seen[item.id]})", item.id)]
+            found = [
+                Problem(
+                    row.source,
+                    row.location,
+                    "id",
+                    f"duplicate id '{item.id}' (first on {first_seen[item.id]})",
+                    item.id,
+                )
+            ]
         if found:
             problems.extend(found)
             continue
         first_seen[item.id] = row.location
         items.append(item)
     if problems and not skip_invalid:
-        raise RecordError(problems, hint=f"Fix the {what} above, or pass --skip-invalid to skip them and go on.")
+        raise RecordError(
+            problems, hint=f"Fix the {what} above, or pass --skip-invalid to skip them and go on."
+        )
     return RecordList(items, skipped=problems, source=source)
 
 
@@ -440,16 +470,28 @@ def load_records(
 
 
 def load_questions(
-    source: str | os.PathLike, *, skip_invalid: bool = False, split: str | None = None, name: str | None = None
+    source: str | os.PathLike,
+    *,
+    skip_invalid: bool = False,
+    split: str | None = None,
+    name: str | None = None,
 ) -> RecordList:
     """Load a question set (``question``/``input`` plus an optional ``answer``/``reference``)."""
     return _collect(
-        iter_rows(source, split=split, name=name), validate_question, skip_invalid=skip_invalid, what="questions", source=str(source)
+        iter_rows(source, split=split, name=name),
+        validate_question,
+        skip_invalid=skip_invalid,
+        what="questions",
+        source=str(source),
     )
 
 
 def records_from_dicts(
-    rows: Iterable[Mapping[str, Any]], source: str = "<memory>", *, skip_invalid: bool = False, require_reference: bool = True
+    rows: Iterable[Mapping[str, Any]],
+    source: str = "<memory>",
+    *,
+    skip_invalid: bool = False,
+    require_reference: bool = True,
 ) -> RecordList:
     """Validate in-memory rows (tests, notebooks) with the same rules as files."""
     return _collect(

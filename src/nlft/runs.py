@@ -1,16 +1,16 @@
 """The run folder: what ``nlft train`` writes and what ``eval``, ``saliency`` and ``studio`` read.
 
-    RUN/
-      run.json              method, base model, data, template set, max_length, epochs written so far
-      config.yaml           the resolved training configuration (loadable by ``nlft train --config``)
-      adapter/              the final LoRA adapter (PEFT ``save_pretrained``) and tokenizer
-      model/                instead of adapter/, the full model when trained without LoRA
-      epochs/epoch-1/ ...   the adapter (or model) at the end of every epoch
-      checkpoint-N/         transformers Trainer checkpoints (optimizer, scheduler, RNG) for --resume
-      logs/                 TensorBoard event files
-      reference_probs.pt    p_std / p_judge computed before training (reference_probs: cached)
-      saliency/             weighting snapshots of the probe records (nlft studio)
-      eval/                 evaluation results (nlft eval)
+RUN/
+  run.json              method, base model, data, template set, max_length, epochs written so far
+  config.yaml           the resolved training configuration (loadable by ``nlft train --config``)
+  adapter/              the final LoRA adapter (PEFT ``save_pretrained``) and tokenizer
+  model/                instead of adapter/, the full model when trained without LoRA
+  epochs/epoch-1/ ...   the adapter (or model) at the end of every epoch
+  checkpoint-N/         transformers Trainer checkpoints (optimizer, scheduler, RNG) for --resume
+  logs/                 TensorBoard event files
+  reference_probs.pt    p_std / p_judge computed before training (reference_probs: cached)
+  saliency/             weighting snapshots of the probe records (nlft studio)
+  eval/                 evaluation results (nlft eval)
 """
 
 from __future__ import annotations
@@ -59,7 +59,9 @@ class Run:
             return Weights(self.base_model, self.path / ADAPTER_DIR, "final")
         if (self.path / MODEL_DIR).is_dir():
             return Weights(str(self.path / MODEL_DIR), None, "final")
-        raise FileNotFoundError(f"{self.path}: no {ADAPTER_DIR}/ or {MODEL_DIR}/ yet (has training finished?)")
+        raise FileNotFoundError(
+            f"{self.path}: no {ADAPTER_DIR}/ or {MODEL_DIR}/ yet (has training finished?)"
+        )
 
     def epochs(self) -> list[Weights]:
         """Every per-epoch save, in epoch order."""

@@ -37,7 +37,9 @@ def from_mathcritique(path: str | Path, *, only_wrong: bool = True) -> Iterator[
     ``only_wrong``: a judgment must mark a wrong response.
     """
     for row in _rows(path):
-        rid, question, answer, critique, gold = _need(row, "id", "question", "model_answer", "critique", "gold_answer")
+        rid, question, answer, critique, gold = _need(
+            row, "id", "question", "model_answer", "critique", "gold_answer"
+        )
         if only_wrong and grade(answer, gold).correct:
             continue
         yield Record(
@@ -46,7 +48,11 @@ def from_mathcritique(path: str | Path, *, only_wrong: bool = True) -> Iterator[
             response=answer,
             reference=gold,
             judgment=critique,
-            extra={"source": "mathcritique", "gsm8k_split": row.data.get("gsm8k_split"), "gsm8k_index": row.data.get("gsm8k_index")},
+            extra={
+                "source": "mathcritique",
+                "gsm8k_split": row.data.get("gsm8k_split"),
+                "gsm8k_index": row.data.get("gsm8k_index"),
+            },
         )
 
 
@@ -65,7 +71,13 @@ def from_mathdial(path: str | Path) -> Iterator[Record]:
         yield Record(rid, question, solution, gold, note.strip(), extra={"source": "mathdial"})
 
 
-def gsm8k_gold_records(split: str = "train", source: str | Path | None = None, *, exclude: Iterable[str] = (), limit: int | None = None) -> Iterator[Record]:
+def gsm8k_gold_records(
+    split: str = "train",
+    source: str | Path | None = None,
+    *,
+    exclude: Iterable[str] = (),
+    limit: int | None = None,
+) -> Iterator[Record]:
     """GSM8K gold solutions as correct responses (ids ``gsm8k-<split>-<index>``); questions in ``exclude`` are left out."""
     skip = set(exclude)
     n = 0

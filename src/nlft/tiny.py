@@ -22,7 +22,16 @@ def load_tokenizer():
     return AutoTokenizer.from_pretrained(str(TOKENIZER_DIR))
 
 
-def tiny_llama_config(vocab_size: int | None = None, *, hidden_size: int = 64, layers: int = 2, heads: int = 4, kv_heads: int = 2, intermediate_size: int | None = None, **kwargs):
+def tiny_llama_config(
+    vocab_size: int | None = None,
+    *,
+    hidden_size: int = 64,
+    layers: int = 2,
+    heads: int = 4,
+    kv_heads: int = 2,
+    intermediate_size: int | None = None,
+    **kwargs,
+):
     from transformers import LlamaConfig
 
     tok = load_tokenizer()

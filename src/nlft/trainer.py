@@ -1,0 +1,313 @@
+"""The NLFT trainer: ``transformers.Trainer`` with the NLFT loss, its collator and callbacks.
+
+Each step scores every record's response under X_base (with gradient; hidden states kept for clustering),
+X_std (no gradient) and, for wrong records, X_judge (no gradient), then gives every record its own loss
+(``loss.record_loss``) whatever the batch mix (Q2). The batch loss is the mean over records, normalised by the
+number of records in the whole accumulated batch across processes, so 1 x batch 4 and 4 x batch 1 take the
+same step, and several processes the same step as one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import Trainer, TrainerCallback
+
+from .loss import record_loss
+from .prompts import EncodedRecord
+from .runs import EPOCHS_DIR
+from .scoring import Scored, score_responses
+
+logger = logging.getLogger(__name__)
+
+METRICS = (
+    "sft_loss",
+    "nlft_loss",
+    "correct_loss",
+    "incorrect_loss",
+    "blamed_fraction",
+    "salient_fraction",
+    "cluster_fraction",
+    "mean_weight_correct",
+    "mean_weight_incorrect",
+)
+
+
+@dataclass
+class NLFTCollator:
+    """Right-pads the X_base, X_std and (wrong records only) X_judge sequences of a batch of encoded records."""
+
+    pad_token_id: int
+
+    def _pad(self, seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+            mask[i, : len(s)] = 1
+        return ids, mask
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        responses = [f["response_ids"] for f in features]
+        batch: dict[str, Any] = {
+            "ids": [f["id"] for f in features],
+            "correct": [bool(f["correct"]) for f in features],
+            "response_lens": [len(r) for r in responses],
+        }
+        for kind in ("base", "std"):
+            prompts = [f[f"{kind}_prompt_ids"] for f in features]
+            batch[f"{kind}_input_ids"], batch[f"{kind}_attention_mask"] = self._pad(
+                [p + r for p, r in zip(prompts, responses)]
+            )
+            batch[f"{kind}_prompt_lens"] = [len(p) for p in prompts]
+        rows = [i for i, f in enumerate(features) if not f["correct"]]
+        batch["judge_rows"] = rows
+        if rows:
+            prompts = [features[i]["judge_prompt_ids"] for i in rows]
+            batch["judge_input_ids"], batch["judge_attention_mask"] = self._pad(
+                [p + responses[i] for p, i in zip(prompts, rows)]
+            )
+            batch["judge_prompt_lens"] = [len(p) for p in prompts]
+        return batch
+
+
+def records_fingerprint(records: Sequence[EncodedRecord], model_name: str) -> str:
+    """Identifies the token sequences and base model that cached reference probabilities belong to."""
+    h = hashlib.sha256(model_name.encode())
+    for r in records:
+        h.update(r.id.encode())
+        for kind in r.kinds:
+            h.update(bytes(str(r.prompt_ids[kind]), "ascii"))
+        h.update(bytes(str(r.response_ids), "ascii"))
+    return h.hexdigest()
+
+
+@torch.no_grad()
+def compute_reference_cache(
+    model,
+    records: Sequence[EncodedRecord],
+    collator: NLFTCollator,
+    *,
+    batch_size: int = 4,
+    chunk_size: int = 1024,
+    progress: bool = True,
+) -> dict[str, dict[str, torch.Tensor | None]]:
+    """p_std (and p_judge for wrong records) of every record under the frozen base model (adapter disabled).
+
+    For ``reference_probs: cached``: computed once before training, stored with the run, reused on resume.
+    """
+    from tqdm.auto import tqdm
+
+    net = model
+    adapter_off = net.disable_adapter() if hasattr(net, "disable_adapter") else nullcontext()
+    device = next(net.parameters()).device
+    was_training = net.training
+    net.eval()
+    cache: dict[str, dict[str, torch.Tensor | None]] = {}
+    try:
+        with adapter_off:
+            for start in tqdm(
+                range(0, len(records), batch_size), desc="reference probs", disable=not progress, unit="batch"
+            ):
+                chunk = records[start : start + batch_size]
+                batch = collator([r.to_features() for r in chunk])
+                batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+                std = score_responses(
+                    net,
+                    batch["std_input_ids"],
+                    batch["std_attention_mask"],
+                    batch["std_prompt_lens"],
+                    batch["response_lens"],
+                    chunk_size=chunk_size,
+                ).split()
+                rows = batch["judge_rows"]
+                judge = []
+                if rows:
+                    judge = score_responses(
+                        net,
+                        batch["judge_input_ids"],
+                        batch["judge_attention_mask"],
+                        batch["judge_prompt_lens"],
+                        [batch["response_lens"][i] for i in rows],
+                        chunk_size=chunk_size,
+                    ).split()
+                by_row = dict(zip(rows, judge))
+                for i, rec in enumerate(chunk):
+                    j = by_row.get(i)
+                    cache[rec.id] = {
+                        "std": std[i].exp().cpu(),
+                        "judge": j.exp().cpu() if j is not None else None,
+                    }
+    finally:
+        net.train(was_training)
+    return cache
+
+
+class NLFTTrainer(Trainer):
+    """``Trainer`` whose loss is NLFT's. ``args`` is an ``NLFTConfig``."""
+
+    # compute_loss normalises by the records of the whole accumulated batch itself.
+    loss_is_scaled_for_ga = True
+
+    def __init__(self, *args, reference_cache: dict[str, dict[str, torch.Tensor]] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.weighting = self.args.weighting()
+        self.reference_cache = reference_cache
+        if self.args.reference_probs == "cached" and reference_cache is None:
+            raise ValueError("reference_probs=cached needs the cached probabilities (see nlft.train)")
+        self._sums: dict[str, float] = defaultdict(float)
+        self._counts: dict[str, int] = defaultdict(int)
+
+    # -- normalisation ------------------------------------------------------------------------------------------
+    def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> torch.Tensor | None:
+        """Records in the accumulated batch, summed over processes (what the mean is taken over)."""
+        if not batch_samples or "ids" not in batch_samples[0]:
+            return None
+        count = torch.tensor(sum(len(b["ids"]) for b in batch_samples), device=device)
+        if self.args.world_size > 1:
+            count = self.accelerator.gather(count).sum()
+        return count
+
+    # -- scoring -------------------------------------------------------------------------------------------------
+    def _score(self, model, inputs: dict, kind: str, rows: list[int] | None = None) -> Scored:
+        lens = inputs["response_lens"] if rows is None else [inputs["response_lens"][i] for i in rows]
+        return score_responses(
+            model,
+            inputs[f"{kind}_input_ids"],
+            inputs[f"{kind}_attention_mask"],
+            inputs[f"{kind}_prompt_lens"],
+            lens,
+            chunk_size=self.args.logits_chunk_size,
+        )
+
+    def _scoring_probs(self, model, inputs: dict) -> tuple[list[torch.Tensor], dict[int, torch.Tensor]]:
+        """p_std for every record and p_judge for the wrong ones, by ``reference_probs``."""
+        rows = inputs["judge_rows"]
+        if self.args.reference_probs == "cached":
+            device = inputs["base_input_ids"].device
+            entries = [self.reference_cache[i] for i in inputs["ids"]]
+            p_std = [e["std"].to(device) for e in entries]
+            return p_std, {r: entries[r]["judge"].to(device) for r in rows}
+        net = self.accelerator.unwrap_model(model)
+        adapter_off = net.disable_adapter() if self.args.reference_probs == "initial" else nullcontext()
+        was_training = net.training
+        net.eval()  # scoring probabilities without dropout
+        try:
+            with torch.no_grad(), adapter_off:
+                p_std = [lp.exp() for lp in self._score(net, inputs, "std").split()]
+                judge = self._score(net, inputs, "judge", rows).split() if rows else []
+        finally:
+            net.train(was_training)
+        return p_std, {r: lp.exp() for r, lp in zip(rows, judge)}
+
+    # -- the loss ------------------------------------------------------------------------------------------------
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        args = self.args
+        base = score_responses(
+            model,
+            inputs["base_input_ids"],
+            inputs["base_attention_mask"],
+            inputs["base_prompt_lens"],
+            inputs["response_lens"],
+            want_hidden=True,
+            chunk_size=args.logits_chunk_size,
+        )
+        p_std, p_judge = self._scoring_probs(model, inputs)
+        judge_grad: dict[int, torch.Tensor] = {}
+        if args.incorrect_sft == "judge" and inputs["judge_rows"]:
+            judge_grad = dict(
+                zip(
+                    inputs["judge_rows"],
+                    (lp.exp() for lp in self._score(model, inputs, "judge", inputs["judge_rows"]).split()),
+                )
+            )
+        total = base.logp.new_zeros(())
+        for r, (logp, hidden) in enumerate(zip(base.split(), base.split_hidden())):
+            correct = inputs["correct"][r]
+            out = record_loss(
+                correct,
+                logp.exp(),
+                p_std[r],
+                p_judge.get(r),
+                hidden,
+                self.weighting,
+                loss_scale=args.loss_scale,
+                incorrect_sft=args.incorrect_sft,
+                p_judge_grad=judge_grad.get(r),
+                uniform=args.uniform_weights,
+            )
+            total = total + out.loss
+            self._track(correct, out)
+        if num_items_in_batch is not None:
+            # DDP averages gradients over processes; scaling by their number makes the step the mean over all
+            # records of the accumulated batch on every process.
+            loss = total / num_items_in_batch * self.accelerator.num_processes
+        else:
+            loss = total / len(inputs["ids"])
+        return (loss, {"loss": loss.detach()}) if return_outputs else loss
+
+    # -- metrics ------------------------------------------------------------------------------------------------
+    def _add(self, name: str, value: float, count: int = 1) -> None:
+        self._sums[name] += float(value)
+        self._counts[name] += count
+
+    def _track(self, correct: bool, out) -> None:
+        if not self.model.training:
+            return
+        w = out.weights
+        n = max(w.n, 1)
+        self._add("sft_loss", out.sft.item())
+        self._add("nlft_loss", out.x.item())
+        self._add("cluster_fraction", w.cluster.sum().item() / n)
+        if correct:
+            self._add("correct_loss", out.loss.item())
+            self._add("salient_fraction", w.salient.sum().item() / n)
+            self._add("mean_weight_correct", w.weight.sum().item(), w.n)
+        else:
+            self._add("incorrect_loss", out.loss.item())
+            self._add("blamed_fraction", w.salient.sum().item() / n)
+            self._add("mean_weight_incorrect", w.weight.sum().item(), w.n)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if self._counts and "loss" in logs:
+            stats = torch.tensor(
+                [[self._sums[k], float(self._counts[k])] for k in METRICS],
+                dtype=torch.float64,
+                device=self.args.device,
+            )
+            if self.args.world_size > 1:
+                stats = self.accelerator.reduce(stats, reduction="sum")
+            for k, (s, c) in zip(METRICS, stats.tolist()):
+                if c:
+                    logs[k] = round(s / c, 6)
+            self._sums.clear()
+            self._counts.clear()
+        super().log(logs, start_time)
+
+
+class SaveEveryEpoch(TrainerCallback):
+    """Saves the adapter (or model) at each epoch end to ``RUN/epochs/epoch-N`` (the reference did too)."""
+
+    def __init__(self, run_dir: str | Path, on_saved=None):
+        self.run_dir = Path(run_dir)
+        self.trainer: Trainer | None = None
+        self.on_saved = on_saved
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self.trainer is None:
+            return control
+        epoch = int(round(state.epoch or 0))
+        target = self.run_dir / EPOCHS_DIR / f"epoch-{epoch}"
+        self.trainer.save_model(str(target))  # every process calls it; only the main one writes
+        if self.on_saved is not None and state.is_world_process_zero:
+            self.on_saved(epoch, target)
+        return control

@@ -1,0 +1,211 @@
+"""End to end: `nlft train` in subprocesses — kill and resume, two processes under accelerate, configs, demo."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from nlft.jsonl import atomic_write_jsonl
+
+from .conftest import REPO
+from .test_trainer import ROWS
+
+pytestmark = pytest.mark.slow
+
+ENV = {
+    **os.environ,
+    "OMP_NUM_THREADS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "PYTHONPATH": str(REPO / "src"),
+}
+BASE = [
+    "--model_name_or_path",
+    "nlft:tiny",
+    "--dtype",
+    "float32",
+    "--max_length",
+    "512",
+    "--disable_tqdm",
+    "true",
+]
+COMMON = [*BASE, "--use_cpu", "true"]
+
+
+def nlft(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    out = subprocess.run(
+        [sys.executable, "-m", "nlft", *args], capture_output=True, text=True, env=ENV, timeout=timeout
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+def adapter(run) -> dict[str, torch.Tensor]:
+    return load_file(run / "adapter" / "adapter_model.safetensors")
+
+
+def same_weights(a, b, atol=1e-6) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=atol, rtol=1e-4), k
+
+
+@pytest.fixture
+def data(tmp_path):
+    path = tmp_path / "data.jsonl"
+    atomic_write_jsonl(path, ROWS)
+    return path
+
+
+KILLER = textwrap.dedent(
+    """
+    import os, signal, sys
+    from transformers import TrainerCallback
+    from nlft.config import parse_train_args
+    from nlft.train import train
+
+    class KillAfterCheckpoint(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step == 2:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    train(*parse_train_args(sys.argv[1:]), callbacks=[KillAfterCheckpoint()])
+    """
+)
+
+
+def test_killed_after_a_checkpoint_and_resumed_equals_uninterrupted(tmp_path, data):
+    args = [
+        "--data", str(data), *COMMON, "--report_to", "none", "--num_train_epochs", "2", "--per_device_train_batch_size", "1",
+        "--gradient_accumulation_steps", "1", "--save_strategy", "steps", "--save_steps", "2", "--learning_rate", "5e-3",
+    ]  # fmt: skip
+    straight = tmp_path / "straight"
+    nlft("train", *args, "--output_dir", str(straight))
+
+    killed = tmp_path / "killed"
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLER, *args, "--output_dir", str(killed)],
+        env=ENV,
+        capture_output=True,
+        timeout=600,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert (killed / "checkpoint-2").is_dir() and not (killed / "adapter").exists()
+
+    # Resume from the run's own config.yaml: the resolved configuration round-trips.
+    nlft("train", "--config", str(killed / "config.yaml"), "--resume_from_checkpoint", "last")
+    same_weights(adapter(straight), adapter(killed))
+    info = json.loads((killed / "run.json").read_text())
+    assert info["finished"] and info["global_step"] == 8 and info["epochs"] == [1, 2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_under_accelerate_train_save_and_match_one(tmp_path, data):
+    sgd = [
+        "--optim",
+        "sgd",
+        "--learning_rate",
+        "0.5",
+        "--max_grad_norm",
+        "0",
+        "--warmup_steps",
+        "0",
+        "--lr_scheduler_type",
+        "constant",
+        "--lora_dropout",
+        "0",
+    ]
+    common = [
+        "--data",
+        str(data),
+        *BASE,
+        "--report_to",
+        "none",
+        "--num_train_epochs",
+        "1",
+        "--gradient_accumulation_steps",
+        "1",
+        *sgd,
+    ]
+    launch = [
+        # accelerate's torchrun launcher; without CUDA the processes form a gloo group for CPU training.
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+        "-m", "nlft", "train", *common, "--per_device_train_batch_size", "2", "--output_dir", str(tmp_path / "two"),
+    ]  # fmt: skip
+    out = subprocess.run(launch, capture_output=True, text=True, env=ENV, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    info = json.loads((tmp_path / "two" / "run.json").read_text())
+    assert info["finished"] and info["global_step"] == 1
+    assert (tmp_path / "two" / "epochs" / "epoch-1" / "adapter_config.json").exists()
+
+    nlft(
+        "train",
+        *common,
+        "--use_cpu",
+        "true",
+        "--per_device_train_batch_size",
+        "4",
+        "--output_dir",
+        str(tmp_path / "one"),
+    )
+    # 2 processes x 2 records make the same step as 1 process x 4 records: the loss is the mean over all records.
+    same_weights(adapter(tmp_path / "two"), adapter(tmp_path / "one"), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["tiny-nlft", "tiny-sft"])
+def test_shipped_tiny_configs_train(tmp_path, name):
+    run = tmp_path / name
+    out = nlft(
+        "train",
+        "--config",
+        str(REPO / "configs" / f"{name}.yaml"),
+        "--output_dir",
+        str(run),
+        "--max_steps",
+        "2",
+        "--disable_tqdm",
+        "true",
+    )
+    assert "run folder" in out.stdout
+    info = json.loads((run / "run.json").read_text())
+    assert info["method"] == name.split("-")[1] and info["finished"]
+    assert (run / "adapter" / "adapter_model.safetensors").exists()
+    events = list((run / "logs").glob("events.out.tfevents.*"))
+    assert events, "no TensorBoard log"
+    if name == "tiny-nlft":
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        acc = EventAccumulator(str(run / "logs"))
+        acc.Reload()
+        tags = set(acc.Tags()["scalars"])
+        assert {
+            "train/loss",
+            "train/sft_loss",
+            "train/nlft_loss",
+            "train/blamed_fraction",
+            "train/mean_weight_correct",
+        } <= tags
+
+
+def test_demo_finishes_and_prints_its_summary(tmp_path):
+    out = nlft("demo", "--out", str(tmp_path / "demo"), timeout=900)
+    assert "nlft demo finished" in out.stdout
+    for method in ("nlft", "sft"):
+        run = tmp_path / "demo" / method
+        assert (run / "adapter" / "adapter_model.safetensors").exists()
+        assert (run / "epochs" / "epoch-2" / "adapter_model.safetensors").exists()
+        assert list((run / "logs").glob("events.out.tfevents.*"))
+    nlft_rows = (tmp_path / "demo" / "data" / "nlft.jsonl").read_text().splitlines()
+    assert len(nlft_rows) == 12

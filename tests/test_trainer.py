@@ -1,0 +1,321 @@
+"""The NLFT trainer on the tiny model: normalisation, per-record losses, learning, reference-prob modes, SFT parity."""
+
+import json
+
+import pytest
+import torch
+
+from nlft.config import parse_train_args
+from nlft.jsonl import atomic_write_jsonl
+from nlft.train import load_training_model, prepare_records, train
+from nlft.trainer import NLFTCollator, NLFTTrainer, compute_reference_cache
+
+Q = "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many clips did she sell?"
+REF = "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nNatalia sold 48+24 = <<48+24=72>>72 clips altogether.\n#### 72"
+ROWS = [
+    {"id": "c1", "question": Q, "response": REF, "reference": REF},
+    {
+        "id": "w1",
+        "question": Q,
+        "response": "She sold 48*2 = 96 in May.\n48+96 = 144\n#### 144",
+        "reference": REF,
+        "judgment": "48*2 is wrong: half of 48 is 24.",
+    },
+    {
+        "id": "c2",
+        "question": "What is 3+4?",
+        "response": "3+4 = <<3+4=7>>7\n#### 7",
+        "reference": "3+4=7\n#### 7",
+    },
+    {
+        "id": "w2",
+        "question": "What is 3+4?",
+        "response": "3+4 = 8\n#### 8",
+        "reference": "3+4=7\n#### 7",
+        "judgment": "3+4 is 7, not 8.",
+    },
+]
+
+
+def config(tmp_path, *extra: str, rows=ROWS, name="run"):
+    data = tmp_path / f"{name}.jsonl"
+    atomic_write_jsonl(data, rows)
+    return parse_train_args(
+        [
+            "--data", str(data), "--model_name_or_path", "nlft:tiny", "--output_dir", str(tmp_path / name),
+            "--dtype", "float32", "--use_cpu", "true", "--report_to", "none", "--disable_tqdm", "true",
+            "--lora_dropout", "0", "--max_length", "512", "--save_strategy", "no", "--logging_steps", "1",
+            *extra,
+        ]
+    )  # fmt: skip
+
+
+def build(tmp_path, *extra: str, rows=ROWS, name="run"):
+    """An NLFTTrainer over ``rows`` without training it."""
+    import datasets
+
+    data, model_cfg, args = config(tmp_path, *extra, rows=rows, name=name)
+    (tmp_path / name).mkdir(exist_ok=True)
+    model, tok, base = load_training_model(model_cfg, args, tmp_path / name)
+    encoded, _, _ = prepare_records(data, tok)
+    collator = NLFTCollator(tok.pad_token_id)
+    cache = (
+        compute_reference_cache(model, encoded.records, collator, progress=False)
+        if args.reference_probs == "cached"
+        else None
+    )
+    trainer = NLFTTrainer(
+        model=model, args=args, train_dataset=datasets.Dataset.from_list([r.to_features() for r in encoded.records]),
+        data_collator=collator, processing_class=tok, reference_cache=cache,
+    )  # fmt: skip
+    return trainer, encoded.records, collator
+
+
+def lora_state(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def batch_loss(trainer, collator, records) -> float:
+    batch = collator([r.to_features() for r in records])
+    with torch.no_grad():
+        return trainer.compute_loss(trainer.model, batch).item()
+
+
+SGD = (
+    "--optim",
+    "sgd",
+    "--learning_rate",
+    "0.5",
+    "--max_grad_norm",
+    "0",
+    "--warmup_steps",
+    "0",
+    "--lr_scheduler_type",
+    "constant",
+)
+
+
+def test_accumulation_1x4_equals_4x1(tmp_path):
+    one = train(
+        *config(
+            tmp_path,
+            *SGD,
+            "--per_device_train_batch_size",
+            "4",
+            "--gradient_accumulation_steps",
+            "1",
+            "--num_train_epochs",
+            "1",
+            name="a",
+        )
+    )
+    four = train(
+        *config(
+            tmp_path,
+            *SGD,
+            "--per_device_train_batch_size",
+            "1",
+            "--gradient_accumulation_steps",
+            "4",
+            "--num_train_epochs",
+            "1",
+            name="b",
+        )
+    )
+    assert one.global_step == four.global_step == 1
+    from safetensors.torch import load_file
+
+    wa = load_file(tmp_path / "a" / "adapter" / "adapter_model.safetensors")
+    wb = load_file(tmp_path / "b" / "adapter" / "adapter_model.safetensors")
+    moved = 0
+    for k in wa:
+        assert torch.allclose(wa[k], wb[k], atol=1e-6, rtol=1e-4), k
+        moved += int(wa[k].abs().sum() > 0)
+    assert moved > 0  # the step did something (B matrices leave zero)
+    # The logged loss is the mean record loss of the step in both cases.
+    la = [h["loss"] for h in one.log_history if "loss" in h][0]
+    lb = [h["loss"] for h in four.log_history if "loss" in h][0]
+    assert la == pytest.approx(lb, rel=1e-4)
+
+
+def test_uneven_last_accumulation_window_is_still_a_mean(tmp_path):
+    trainer, records, collator = build(tmp_path)
+    batches = [collator([r.to_features()]) for r in records[:3]]
+    count = trainer._get_num_items_in_batch(batches, torch.device("cpu"))
+    assert int(count) == 3
+    parts = [trainer.compute_loss(trainer.model, b, num_items_in_batch=count).item() for b in batches]
+    alone = [batch_loss(trainer, collator, [r]) for r in records[:3]]
+    assert sum(parts) == pytest.approx(sum(alone) / 3, rel=1e-5)
+
+
+def test_mixed_batch_gives_each_record_its_own_loss(tmp_path):
+    trainer, records, collator = build(tmp_path)
+    trainer.model.eval()
+    alone = [batch_loss(trainer, collator, [r]) for r in records]
+    mixed = batch_loss(trainer, collator, records)
+    assert mixed == pytest.approx(sum(alone) / len(alone), rel=1e-5)
+    # ... and not the loss of the wrong polarity: a correct and a wrong record differ a lot.
+    assert abs(alone[0] - alone[1]) > 1.0
+
+
+def test_three_steps_change_every_lora_weight_and_lower_the_loss(tmp_path):
+    trainer, records, collator = build(
+        tmp_path, "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1",
+        "--num_train_epochs", "3", "--learning_rate", "1e-2", "--warmup_steps", "0", "--lr_scheduler_type", "constant",
+    )  # fmt: skip
+    trainer.model.eval()
+    before_loss = batch_loss(trainer, collator, records)
+    before = lora_state(trainer.model)
+    trainer.train()
+    assert trainer.state.global_step == 3
+    after = lora_state(trainer.model)
+    unchanged = [n for n in before if torch.equal(before[n], after[n])]
+    assert not unchanged, unchanged
+    trainer.model.eval()
+    assert batch_loss(trainer, collator, records) < before_loss
+
+
+def test_logs_carry_loss_parts_and_weight_statistics(tmp_path):
+    result = train(
+        *config(
+            tmp_path,
+            "--per_device_train_batch_size",
+            "2",
+            "--gradient_accumulation_steps",
+            "1",
+            "--num_train_epochs",
+            "1",
+        )
+    )
+    logged = [h for h in result.log_history if "loss" in h]
+    assert len(logged) == 2
+    for h in logged:
+        for key in (
+            "sft_loss",
+            "nlft_loss",
+            "blamed_fraction",
+            "mean_weight_correct",
+            "mean_weight_incorrect",
+        ):
+            assert key in h, key
+        assert 0.0 <= h["blamed_fraction"] <= 1.0
+
+
+def test_reference_probs_initial_scores_the_frozen_base(tmp_path):
+    trainer, records, collator = build(
+        tmp_path, "--reference_probs", "initial", "--num_train_epochs", "2", "--learning_rate", "1e-2"
+    )
+    frozen = compute_reference_cache(trainer.model, records, collator, progress=False)
+    trainer.train()
+    batch = collator([r.to_features() for r in records])
+    p_std, p_judge = trainer._scoring_probs(trainer.model, batch)
+    for i, rec in enumerate(records):
+        assert torch.allclose(p_std[i], frozen[rec.id]["std"], atol=1e-6)
+    # With the adapter on, the trained model scores differently from the frozen base.
+    trainer.args.reference_probs = "live"
+    live_std, _ = trainer._scoring_probs(trainer.model, batch)
+    assert not torch.allclose(live_std[0], frozen[records[0].id]["std"], atol=1e-6)
+
+
+def test_reference_probs_cached_is_stored_with_the_run_and_reused(tmp_path, monkeypatch):
+    data, model_cfg, args = config(
+        tmp_path, "--reference_probs", "cached", "--num_train_epochs", "1", "--save_strategy", "epoch"
+    )
+    train(data, model_cfg, args)
+    stored = torch.load(tmp_path / "run" / "reference_probs.pt", weights_only=True)
+    assert set(stored["records"]) == {r["id"] for r in ROWS}
+    assert stored["records"]["c1"]["judge"] is None and stored["records"]["w1"]["judge"] is not None
+
+    import nlft.trainer as trainer_module
+
+    def refuse(*a, **k):
+        raise AssertionError("cached reference probabilities were computed again")
+
+    monkeypatch.setattr(trainer_module, "compute_reference_cache", refuse)
+    data, model_cfg, args = config(
+        tmp_path,
+        "--reference_probs",
+        "cached",
+        "--num_train_epochs",
+        "2",
+        "--save_strategy",
+        "epoch",
+        "--resume_from_checkpoint",
+        "last",
+    )
+    result = train(data, model_cfg, args)
+    assert result.global_step == 2  # 4 records, 1 x 4 per step: one step per epoch, the second one resumed
+
+
+def test_uniform_weights_nlft_equals_trl_sft_loss(tmp_path):
+    """NLFT with every weight 1, no extra terms and scale 1 is exactly SFT (trl's SFTTrainer, default loss)."""
+    import datasets
+    from trl import SFTTrainer
+
+    from nlft.train import _sft_config
+
+    trainer, records, collator = build(tmp_path, "--uniform_weights", "true", "--loss_scale", "1")
+    rows = [
+        {"input_ids": r.input_ids("base"), "labels": [-100] * len(r.prompt_ids["base"]) + r.response_ids}
+        for r in records
+    ]
+    sft = SFTTrainer(
+        model=trainer.model,
+        args=_sft_config(trainer.args),
+        train_dataset=datasets.Dataset.from_list(rows),
+        processing_class=trainer.processing_class,
+    )
+    trainer.model.eval()
+    for i, record in enumerate(records):
+        nlft_loss = batch_loss(trainer, collator, [record])
+        sft_batch = sft.data_collator([sft.train_dataset[i]])
+        with torch.no_grad():
+            sft_loss = sft.compute_loss(trainer.model, sft_batch).item()
+        assert nlft_loss == pytest.approx(sft_loss, rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("row", "words"),
+    [
+        ({**ROWS[0], "response": ""}, "c1"),
+        ({**ROWS[0], "judgment": "bad", "correct": True}, "c1"),
+        ({**ROWS[0], "response": "48 + 24 = 72. " * 400}, "c1"),
+    ],
+)
+def test_bad_record_stops_naming_its_id_or_is_skipped(tmp_path, row, words, capsys):
+    from nlft.cli import main
+
+    rows = [row, *ROWS[1:]]
+    data, model_cfg, args = config(tmp_path, "--num_train_epochs", "1", rows=rows)
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--data", data.data, "--model_name_or_path", "nlft:tiny", "--output_dir", str(tmp_path / "x"),
+              "--use_cpu", "true", "--report_to", "none", "--max_length", "512"])  # fmt: skip
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert words in err
+    data.skip_invalid = True
+    result = train(data, model_cfg, args)
+    assert result.records == 3 and result.skipped == 1
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["records"] == 3 and len(info["skipped"]) == 1 and "c1" in info["skipped"][0]
+
+
+def test_full_fine_tuning_trains_the_head_through_the_lean_path(tmp_path):
+    trainer, records, collator = build(
+        tmp_path, "--use_peft", "false", "--learning_rate", "1e-3", "--warmup_steps", "0", "--num_train_epochs", "1",
+        "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1",
+    )  # fmt: skip
+    head = trainer.model.get_output_embeddings().weight.detach().clone()
+    trainer.train()
+    assert not torch.equal(head, trainer.model.get_output_embeddings().weight)
+
+
+def test_initial_needs_lora(tmp_path):
+    with pytest.raises(ValueError, match="needs LoRA"):
+        build(tmp_path, "--use_peft", "false", "--reference_probs", "initial")
+
+
+def test_existing_run_is_not_overwritten(tmp_path):
+    train(*config(tmp_path, "--num_train_epochs", "1", "--save_strategy", "epoch"))
+    with pytest.raises(ValueError, match="resume_from_checkpoint last"):
+        train(*config(tmp_path, "--num_train_epochs", "1", "--save_strategy", "epoch"))
