@@ -80,6 +80,19 @@ class NLFTCollator:
         return batch
 
 
+@dataclass
+class RecordScores:
+    """One record's per-token inputs to the weighting: probabilities under the three prompts and hidden states."""
+
+    id: str
+    correct: bool
+    p_base: torch.Tensor  # with gradient in training
+    p_std: torch.Tensor
+    p_judge: torch.Tensor | None  # wrong records only
+    hidden: torch.Tensor  # X_base final hidden states predicting each token (detached)
+    p_judge_grad: torch.Tensor | None = None  # incorrect_sft: judge
+
+
 def records_fingerprint(records: Sequence[EncodedRecord], model_name: str) -> str:
     """Identifies the token sequences and base model that cached reference probabilities belong to."""
     h = hashlib.sha256(model_name.encode())
@@ -210,8 +223,12 @@ class NLFTTrainer(Trainer):
         return p_std, {r: lp.exp() for r, lp in zip(rows, judge)}
 
     # -- the loss ------------------------------------------------------------------------------------------------
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        args = self.args
+    def score_batch(self, model, inputs: dict) -> list[RecordScores]:
+        """Everything the weighting and the loss need for each record of a collated batch.
+
+        ``compute_loss`` and the saliency snapshots (``nlft studio``) both call this, so the weights a snapshot
+        shows are the trainer's weights for that record at that step.
+        """
         base = score_responses(
             model,
             inputs["base_input_ids"],
@@ -219,34 +236,44 @@ class NLFTTrainer(Trainer):
             inputs["base_prompt_lens"],
             inputs["response_lens"],
             want_hidden=True,
-            chunk_size=args.logits_chunk_size,
+            chunk_size=self.args.logits_chunk_size,
         )
         p_std, p_judge = self._scoring_probs(model, inputs)
         judge_grad: dict[int, torch.Tensor] = {}
-        if args.incorrect_sft == "judge" and inputs["judge_rows"]:
-            judge_grad = dict(
-                zip(
-                    inputs["judge_rows"],
-                    (lp.exp() for lp in self._score(model, inputs, "judge", inputs["judge_rows"]).split()),
-                )
-            )
-        total = base.logp.new_zeros(())
-        for r, (logp, hidden) in enumerate(zip(base.split(), base.split_hidden())):
-            correct = inputs["correct"][r]
-            out = record_loss(
-                correct,
+        if self.args.incorrect_sft == "judge" and inputs["judge_rows"]:
+            scored = self._score(model, inputs, "judge", inputs["judge_rows"]).split()
+            judge_grad = {r: lp.exp() for r, lp in zip(inputs["judge_rows"], scored)}
+        return [
+            RecordScores(
+                inputs["ids"][r],
+                inputs["correct"][r],
                 logp.exp(),
                 p_std[r],
                 p_judge.get(r),
                 hidden,
+                judge_grad.get(r),
+            )
+            for r, (logp, hidden) in enumerate(zip(base.split(), base.split_hidden()))
+        ]
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        args = self.args
+        total = None
+        for rec in self.score_batch(model, inputs):
+            out = record_loss(
+                rec.correct,
+                rec.p_base,
+                rec.p_std,
+                rec.p_judge,
+                rec.hidden,
                 self.weighting,
                 loss_scale=args.loss_scale,
                 incorrect_sft=args.incorrect_sft,
-                p_judge_grad=judge_grad.get(r),
+                p_judge_grad=rec.p_judge_grad,
                 uniform=args.uniform_weights,
             )
-            total = total + out.loss
-            self._track(correct, out)
+            total = out.loss if total is None else total + out.loss
+            self._track(rec.correct, out)
         if num_items_in_batch is not None:
             # DDP averages gradients over processes; scaling by their number makes the step the mean over all
             # records of the accumulated batch on every process.
