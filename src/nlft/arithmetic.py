@@ -650,9 +650,10 @@ def judge_response(
         if off:
             stated = off[0][0]
             right = _gold_step_missing(gold_steps, seen)
+            how = "its arithmetic is right, but it arrives at" if claims(step.text) else "it states"
             parts = [
-                f"The step {_quote(step.shown)} is wrong: its arithmetic is right, but it arrives at {stated}, a quantity "
-                "that a correct solution of this problem never produces, so the reasoning goes astray here."
+                f"The step {_quote(step.shown)} is wrong: {how} {stated}, a quantity that a correct solution of this "
+                "problem never produces, so the reasoning goes astray here."
             ]
             if right is not None:
                 parts.append(f"At this point a correct solution reasons instead: {_quote(right.shown)}.")
