@@ -131,30 +131,41 @@ def load_records_from(rows):
 # --------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
 def test_openai_judge_every_record_ends_judged_or_failed_once_and_a_rerun_retries_only_failures(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, stream
 ):
+    # Faults that heal after some attempts (r03-r08), and two that never do (r10, r11).
+    faults = ["429:2", "500:1", "slow:1", "bad-json:2", "no-choices:1", "html:1", "500:99", "null-content:99"]
+    if stream:
+        faults = [
+            "429:2",
+            "500:1",
+            "slow:1",
+            "stream-cut:2",
+            "stream-garbage:1",
+            "stream-stall:1",
+            "500:99",
+            "stream-error:99",
+        ]
     rows = [
         record(0, "Half is 5, so the gym is 7 miles.\n#### 7", correct=True),  # correct: passes through
         record(
             1, "Says 12.\n#### 12", judgment="Adds 2 to the whole distance."
         ),  # judged already: passes through
         wrong(2),
-        wrong(3, "fault:429:2"),
-        wrong(4, "fault:500:1"),
-        wrong(5, "fault:slow:1"),
-        wrong(6, "fault:bad-json:2"),
-        wrong(7, "fault:no-choices:1"),
-        wrong(8, "fault:html:1"),
+        *(wrong(i, f"fault:{fault}") for i, fault in zip(range(3, 9), faults[:6])),
         wrong(9, "praise"),  # the judge says it is correct after all
-        wrong(10, "fault:500:99"),  # fails for good
-        wrong(11, "fault:null-content:99"),  # fails for good
+        wrong(10, f"fault:{faults[6]}"),
+        wrong(11, f"fault:{faults[7]}"),
     ]
     source, out = tmp_path / "samples.jsonl", tmp_path / "judged.jsonl"
     atomic_write_jsonl(source, rows)
     with FakeOpenAI(judge_reply, scripted, api_key=KEY, slow_s=1.0) as server:
-        judge = openai_judge(server, monkeypatch)
+        judge = openai_judge(server, monkeypatch, stream=stream)
         summary = judge_records(source, out, judge, progress=False)
+        for fault in faults:
+            assert server.served(fault.split(":")[0]) >= 1
         assert (summary.records, summary.passed_through, summary.to_judge) == (12, 2, 10)
         assert (summary.judged_wrong, summary.judged_correct) == (7, 1)
         assert sorted(f["id"] for f in summary.failed) == ["r10", "r11"]
@@ -180,7 +191,7 @@ def test_openai_judge_every_record_ends_judged_or_failed_once_and_a_rerun_retrie
                 and result[rid]["judge_error"]
             )
         assert result["r10"]["judge_error"].startswith("HTTP 500")
-        assert result["r11"]["judge_error"].startswith("malformed reply")
+        assert result["r11"]["judge_error"].startswith("broken stream" if stream else "malformed reply")
         # The output is a valid records file and a pool the builder accepts (failed records are left out).
         assert len(load_records(out)) == 12
         built = build_dataset(out, tmp_path / "data", size=9, ratio="natural", seed=0)

@@ -91,3 +91,36 @@ def test_data_make_with_the_tiny_model_and_the_arithmetic_judge(tmp_path, gsm8k_
     records = load_records(out / "data" / "nlft.jsonl")
     assert len(records) == 4 and all(not r.is_correct and r.judgment for r in records)
     assert {r.id.rsplit("-s", 1)[0] for r in records} <= {f"gsm8k-train-0000{i}" for i in range(3)}
+
+
+def test_data_make_with_an_openai_sampler_and_an_openai_judge(tmp_path, gsm8k_dir, monkeypatch, capsys):
+    monkeypatch.setenv("NLFT_TEST_KEY", KEY)
+    answers = replies_right_on_even(gsm8k_dir)
+
+    def reply(text):  # one server plays both the sampled model and the judge
+        return (
+            "The step 'First, ...' adds one too many." if "### Student's response:" in text else answers(text)
+        )
+
+    out = tmp_path / "made"
+    with FakeOpenAI(reply, api_key=KEY) as server:
+        argv = [
+            "data", "make", str(gsm8k_dir), "--limit", "4", "--backend", "openai", "--model", "policy",
+            "--base-url", server.url, "--api-key-env", "NLFT_TEST_KEY", "--judge", "openai", "--judge-model", "critic",
+            "--judge-base-url", server.url, "--judge-api-key-env", "NLFT_TEST_KEY", "--size", "4", "--ratio", "1:1",
+            "--out", str(out), "--no-progress",
+        ]  # fmt: skip
+        code, stdout, err = run(argv, capsys)
+        assert code == 0, err
+        assert [body["model"] for body in server.bodies] == ["policy"] * 4 + ["critic"] * 2
+    judged = {row["id"]: row for row in read_jsonl(out / "judged.jsonl")}
+    wrong = [row for row in judged.values() if not row["correct"]]
+    assert len(wrong) == 2 and all(
+        row["judgment"] == "The step 'First, ...' adds one too many." for row in wrong
+    )
+    assert all(row["judge"]["model"] == "critic" for row in wrong)
+
+
+def test_data_make_without_a_model_is_a_clear_error(tmp_path, gsm8k_dir, capsys):
+    code, _, err = run(["data", "make", str(gsm8k_dir), "--size", "4", "--out", str(tmp_path / "m")], capsys)
+    assert code == 2 and "no model given (--model)" in err

@@ -28,11 +28,11 @@ import yaml
 
 from . import resource_path
 from .arithmetic import judge_response
-from .generation import HFBackend, Request, SamplingSettings
+from .generation import Request, SamplingSettings
 from .jsonl import AppendLog
 from .prompts import TemplateSet, fill
 from .records import Record, load_records
-from .sampling import BackendOptions, check_same_settings, load_backend, progress_bar
+from .sampling import BackendOptions, check_same_settings, describe_backend, load_backend, progress_bar
 
 JUDGE_BACKENDS = ("arithmetic", "openai", "hf")
 BUILTIN_JUDGE_PROMPTS = ("math",)
@@ -114,8 +114,6 @@ class Verdict:
 class ArithmeticJudge:
     """The offline judge: checks calculations and the final answer (``nlft.arithmetic``)."""
 
-    name = "arithmetic"
-
     def __init__(self, rule: str = "authors"):
         self.rule = rule
 
@@ -148,7 +146,7 @@ class ModelJudge:
         self.backend = backend
         self.prompt = prompt or JudgePrompt.load()
         self.default_system = default_system
-        self._describe = describe or {"backend": "hf" if isinstance(backend, HFBackend) else "openai"}
+        self._describe = describe or describe_backend(backend)
 
     def describe(self) -> dict[str, Any]:
         return {**self._describe, "prompt": self.prompt.name}

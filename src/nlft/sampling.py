@@ -178,6 +178,16 @@ class SampleSummary:
         return "\n".join(lines)
 
 
+def describe_backend(backend) -> dict[str, Any]:
+    """What a results file records about a back-end built without ``BackendOptions`` (library use)."""
+    if isinstance(backend, HFBackend):
+        return {
+            "backend": "hf",
+            "model": str(getattr(backend.model, "name_or_path", "") or type(backend.model).__name__),
+        }
+    return {"backend": "openai", "model": str(getattr(backend, "model", ""))}
+
+
 def failed_path_for(out: Path) -> Path:
     return out.with_name(out.name.removesuffix(".jsonl") + ".failed.jsonl")
 
@@ -225,7 +235,10 @@ def sample_questions(
     progress: bool = True,
 ) -> SampleSummary:
     """Sample ``samples`` responses per question with ``backend`` (an ``HFBackend`` or ``OpenAIBackend``) and append
-    them, graded, to ``out``. Samples already there are skipped."""
+    them, graded, to ``out``. Samples already there are skipped.
+
+    ``provenance`` (default: read off the back-end, e.g. ``BackendOptions.describe()``) is stored on every
+    record with the sampling settings; a rerun whose settings differ is refused."""
     if samples < 1:
         raise ValueError(f"samples must be at least 1, got {samples}")
     settings: SamplingSettings = backend.settings
@@ -245,7 +258,11 @@ def sample_questions(
         "max_new_tokens": settings.max_new_tokens,
         "seed": settings.seed,
     }
-    stamp = {**(provenance or {}), "sampling": sampling, "templates": template_set.name}
+    stamp = {
+        **(provenance or describe_backend(backend)),
+        "sampling": sampling,
+        "templates": template_set.name,
+    }
 
     requests: list[Request] = []
     by_key: dict[str, tuple[Question, int, str]] = {}
