@@ -78,6 +78,7 @@ def make_dataset(
         progress=progress,
     )
     del backend
+    _free_memory()
     judged = judge_records(
         out / SAMPLES_FILE, out / JUDGED_FILE, load_judge(judge, templates), progress=progress
     )
@@ -91,3 +92,14 @@ def make_dataset(
             "or more --samples to add to them."
         ) from None
     return MakeResult(sampled, judged, built)
+
+
+def _free_memory() -> None:
+    """Let a local sampling model go before a local judge model is loaded onto the same accelerator."""
+    import gc
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
