@@ -33,8 +33,28 @@ import time
 from pathlib import Path
 
 PRESETS = {
-    "tiny-128k": dict(vocab_size=128256, hidden_size=256, intermediate_size=688, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4, prompt=256, response=256, dtype="float32"),
-    "llama3-8b": dict(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8, prompt=512, response=512, dtype="bfloat16"),
+    "tiny-128k": dict(
+        vocab_size=128256,
+        hidden_size=256,
+        intermediate_size=688,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        prompt=256,
+        response=256,
+        dtype="float32",
+    ),
+    "llama3-8b": dict(
+        vocab_size=128256,
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        prompt=512,
+        response=512,
+        dtype="bfloat16",
+    ),
 }
 METHODS = ("parts", "sft", "nlft-live", "nlft-cached", "naive")
 MIX = (False, True, True)  # correct? for the three records of the 1:2 wrong:correct cycle
@@ -84,7 +104,12 @@ def build(preset: dict, device: str):
     dtype = getattr(torch, preset["dtype"])
     with torch.device(device):
         model = LlamaForCausalLM(cfg).to(dtype)
-    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=16, lora_dropout=0.05, target_modules=["gate_proj", "up_proj", "down_proj"]))
+    model = get_peft_model(
+        model,
+        LoraConfig(
+            r=16, lora_alpha=16, lora_dropout=0.05, target_modules=["gate_proj", "up_proj", "down_proj"]
+        ),
+    )
     return model
 
 
@@ -139,7 +164,12 @@ def run_method(method: str, preset: dict, device: str, steps: int, warmup: int) 
     if method in ("nlft-live", "nlft-cached"):
         mode = method.split("-")[1]
         cache = compute_reference_cache(model, recs, collator, progress=False) if mode == "cached" else None
-        trainer = NLFTTrainer(model=model, args=nlft_args(tmp, device, preset, mode), data_collator=collator, reference_cache=cache)
+        trainer = NLFTTrainer(
+            model=model,
+            args=nlft_args(tmp, device, preset, mode),
+            data_collator=collator,
+            reference_cache=cache,
+        )
         model = trainer.model
         trainer.current_gradient_accumulation_steps = 1
 
@@ -152,17 +182,33 @@ def run_method(method: str, preset: dict, device: str, steps: int, warmup: int) 
         import datasets
         from trl import SFTConfig, SFTTrainer
 
-        rows = [{"input_ids": r.input_ids("base"), "labels": [-100] * len(r.prompt_ids["base"]) + r.response_ids} for r in recs]
-        sft_args = SFTConfig(output_dir=tmp, report_to="none", use_cpu=device == "cpu", max_length=None, disable_tqdm=True, bf16=preset["dtype"] == "bfloat16")
+        rows = [
+            {"input_ids": r.input_ids("base"), "labels": [-100] * len(r.prompt_ids["base"]) + r.response_ids}
+            for r in recs
+        ]
+        sft_args = SFTConfig(
+            output_dir=tmp,
+            report_to="none",
+            use_cpu=device == "cpu",
+            max_length=None,
+            disable_tqdm=True,
+            bf16=preset["dtype"] == "bfloat16",
+        )
 
-        from nlft.tiny import load_tokenizer  # SFTTrainer wants a processing class; the rows are already tokenized
+        from nlft.tiny import (
+            load_tokenizer,
+        )  # SFTTrainer wants a processing class; the rows are already tokenized
 
         tok = load_tokenizer()
-        trainer = SFTTrainer(model=model, args=sft_args, train_dataset=datasets.Dataset.from_list(rows), processing_class=tok)
+        trainer = SFTTrainer(
+            model=model, args=sft_args, train_dataset=datasets.Dataset.from_list(rows), processing_class=tok
+        )
         model = trainer.model
         trainer.current_gradient_accumulation_steps = 1  # set by train(); we call training_step directly
         sft_batches = [trainer.data_collator([row]) for row in rows]
-        sft_batches = [{k: (v.to(dev) if isinstance(v, torch.Tensor) else v) for k, v in b.items()} for b in sft_batches]
+        sft_batches = [
+            {k: (v.to(dev) if isinstance(v, torch.Tensor) else v) for k, v in b.items()} for b in sft_batches
+        ]
 
         def step(i):
             trainer.training_step(model, sft_batches[i % 3], num_items_in_batch=None)
@@ -193,8 +239,16 @@ def run_method(method: str, preset: dict, device: str, steps: int, warmup: int) 
                 pos = torch.arange(p0 - 1, p0 + n - 1, device=dev)
                 got.append(probs[j, pos].gather(1, ids[j, pos + 1, None]).squeeze(1))
             p_judge, p_base, p_std = got if b["judge_rows"] else (None, got[1], got[2])
-            hidden = out.hidden_states[-1][1, torch.arange(b["base_prompt_lens"][0] - 1, b["base_prompt_lens"][0] + n - 1, device=dev)]
-            loss = record_loss(b["correct"][0], p_base, p_std.detach(), None if p_judge is None else p_judge.detach(), hidden.detach().float()).loss
+            hidden = out.hidden_states[-1][
+                1, torch.arange(b["base_prompt_lens"][0] - 1, b["base_prompt_lens"][0] + n - 1, device=dev)
+            ]
+            loss = record_loss(
+                b["correct"][0],
+                p_base,
+                p_std.detach(),
+                None if p_judge is None else p_judge.detach(),
+                hidden.detach().float(),
+            ).loss
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -206,7 +260,15 @@ def run_method(method: str, preset: dict, device: str, steps: int, warmup: int) 
         def train_pass(i):
             b = batches[i % 3]
             model.train()
-            s = score_responses(model, b["base_input_ids"], b["base_attention_mask"], b["base_prompt_lens"], b["response_lens"], want_hidden=True, chunk_size=chunk)
+            s = score_responses(
+                model,
+                b["base_input_ids"],
+                b["base_attention_mask"],
+                b["base_prompt_lens"],
+                b["response_lens"],
+                want_hidden=True,
+                chunk_size=chunk,
+            )
             (-s.logp.mean()).backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -218,14 +280,29 @@ def run_method(method: str, preset: dict, device: str, steps: int, warmup: int) 
                 if kind == "judge" and not rows:
                     b = batches[0]
                 with torch.no_grad():
-                    score_responses(model, b[f"{kind}_input_ids"], b[f"{kind}_attention_mask"], b[f"{kind}_prompt_lens"], b["response_lens"], chunk_size=chunk)
+                    score_responses(
+                        model,
+                        b[f"{kind}_input_ids"],
+                        b[f"{kind}_attention_mask"],
+                        b[f"{kind}_prompt_lens"],
+                        b["response_lens"],
+                        chunk_size=chunk,
+                    )
 
             return run
 
         model.eval()
-        for name, fn in (("train_pass", train_pass), ("std_forward", scoring("std")), ("judge_forward", scoring("judge"))):
+        for name, fn in (
+            ("train_pass", train_pass),
+            ("std_forward", scoring("std")),
+            ("judge_forward", scoring("judge")),
+        ):
             results[name] = timed(fn, steps, warmup, device)
-        per_step = results["train_pass"]["median_s"] + results["std_forward"]["median_s"] + results["judge_forward"]["median_s"] / 3
+        per_step = (
+            results["train_pass"]["median_s"]
+            + results["std_forward"]["median_s"]
+            + results["judge_forward"]["median_s"] / 3
+        )
         return {"method": method, "parts": results, "median_s": per_step, "peak_mb": None}
     else:
         raise ValueError(method)
@@ -266,10 +343,14 @@ def child(args) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--preset", default="tiny-128k", choices=sorted(PRESETS))
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--steps", type=int, default=6, help="measured steps per method (rounded down to whole 1:2 cycles)")
+    parser.add_argument(
+        "--steps", type=int, default=6, help="measured steps per method (rounded down to whole 1:2 cycles)"
+    )
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
@@ -282,11 +363,28 @@ def main() -> None:
 
     args.out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "TOKENIZERS_PARALLELISM": "false"}
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1] / "src"), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(Path(__file__).resolve().parents[1] / "src"), env.get("PYTHONPATH", "")]
+    )
     results = {}
     for method in args.methods:
         path = args.out / f"{args.preset}-{method}.json"
-        cmd = [sys.executable, __file__, "--preset", args.preset, "--device", args.device, "--steps", str(args.steps), "--warmup", str(args.warmup), "--method", method, "--json", str(path)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--preset",
+            args.preset,
+            "--device",
+            args.device,
+            "--steps",
+            str(args.steps),
+            "--warmup",
+            str(args.warmup),
+            "--method",
+            method,
+            "--json",
+            str(path),
+        ]
         print(f"running {method} ...", flush=True)
         subprocess.run(cmd, check=True, env=env)
         results[method] = json.loads(path.read_text())

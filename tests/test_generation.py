@@ -61,3 +61,109 @@ def test_request_needs_exactly_one_prompt_form():
 def test_cut_at_stop():
     assert cut_at_stop("A: 5\n\nQuestion: next", ["Question:", "\n\n"]) == "A: 5"
     assert cut_at_stop("no stop", ["Question:"]) == "no stop"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# OpenAIBackend against a local chat-completions server with scripted faults
+# --------------------------------------------------------------------------------------------------------------
+
+SECRET = "sk-test-0123456789abcdefSECRET"
+TRANSIENT = ["429", "500", "slow", "bad-json", "no-choices", "null-content", "html"]
+STREAM_TRANSIENT = ["429", "500", "slow", "stream-cut", "stream-garbage", "stream-error", "stream-stall"]
+
+
+def _scripted(text: str, attempt: int) -> str:
+    """'fault:NAME:N' in a prompt: the first N attempts fail with NAME, later ones succeed."""
+    import re
+
+    m = re.search(r"fault:([\w-]+):(\d+)", text)
+    if m and attempt <= int(m.group(2)):
+        return m.group(1)
+    return "ok"
+
+
+def _backend(server, monkeypatch, **kwargs):
+    from nlft.generation import OpenAIBackend
+
+    monkeypatch.setenv("NLFT_TEST_KEY", SECRET)
+    options = dict(
+        base_url=server.url, api_key_env="NLFT_TEST_KEY", timeout=0.5, max_retries=2, concurrency=4
+    )
+    options.update(kwargs)
+    return OpenAIBackend("served-model", **options)
+
+
+def _chat(key: str, text: str) -> Request:
+    return Request(key, messages=[{"role": "system", "content": "sys"}, {"role": "user", "content": text}])
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+def test_openai_backend_retries_every_transient_fault_and_answers_each_request_once(monkeypatch, stream):
+    from .fake_openai import FakeOpenAI
+
+    faults = STREAM_TRANSIENT if stream else TRANSIENT
+    with FakeOpenAI(
+        lambda text: f"answer to {text.split()[0]}", _scripted, api_key=SECRET, slow_s=1.0
+    ) as server:
+        backend = _backend(server, monkeypatch, stream=stream)
+        requests = [_chat(f"r{i}", f"q{i} fault:{fault}:1") for i, fault in enumerate(faults)]
+        requests.append(_chat("clean", "qclean and no fault"))
+        results = list(backend.generate(requests))
+    assert sorted(r.key for r, _ in results) == sorted(r.key for r in requests)  # each once, none lost
+    for request, completion in results:
+        assert completion.ok, (request.key, completion.error)
+        assert completion.text == f"answer to {request.messages[1]['content'].split()[0]}"
+        assert completion.finish_reason == "stop"
+    for fault in faults:
+        assert server.served(fault) == 1  # the fault happened, and the request was then served
+    assert all(body.get("stream", False) == stream for body in server.bodies)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+def test_openai_backend_records_a_final_failure_per_request_without_raising(monkeypatch, stream):
+    from .fake_openai import FakeOpenAI
+
+    faults = ["429", "500", "slow", "stream-cut" if stream else "bad-json", "echo-key"]
+    with FakeOpenAI(lambda text: "fine", _scripted, api_key=SECRET, slow_s=1.0) as server:
+        backend = _backend(server, monkeypatch, stream=stream, max_retries=1)
+        requests = [_chat(f"bad-{f}", f"q fault:{f}:99") for f in faults] + [_chat("good", "q fine")]
+        results = {r.key: c for r, c in backend.generate(requests)}
+    assert set(results) == {r.key for r in requests}
+    assert results["good"].ok and results["good"].text == "fine"
+    for fault in faults:
+        completion = results[f"bad-{fault}"]
+        assert not completion.ok and completion.text is None and completion.error
+    assert results["bad-429"].error.startswith("HTTP 429")
+    assert results["bad-500"].error.startswith("HTTP 500")
+    assert "timed out" in results["bad-slow"].error.lower()
+    assert results["bad-echo-key"].error.startswith("HTTP 400")
+    assert SECRET not in results["bad-echo-key"].error and "<redacted>" in results["bad-echo-key"].error
+
+
+def test_openai_backend_never_logs_the_api_key(monkeypatch, caplog):
+    import logging
+
+    from .fake_openai import FakeOpenAI
+
+    monkeypatch.setenv("OPENAI_LOG", "debug")
+    caplog.set_level(logging.DEBUG)
+    with FakeOpenAI(lambda text: "fine", _scripted, api_key=SECRET) as server:
+        backend = _backend(server, monkeypatch)
+        results = list(backend.generate([_chat("a", "q fault:500:1"), _chat("b", "q fault:echo-key:9")]))
+    assert len(results) == 2
+    assert caplog.records  # the client and httpx did log at debug level
+    assert SECRET not in caplog.text
+    assert SECRET not in "".join(c.error or "" for _, c in results)
+
+
+def test_openai_backend_seeds_each_request_so_samples_of_one_prompt_differ(monkeypatch):
+    from .fake_openai import FakeOpenAI
+
+    with FakeOpenAI(lambda text: "x") as server:
+        backend = _backend(
+            server, monkeypatch, settings=SamplingSettings(temperature=0.7, seed=3), concurrency=1
+        )
+        list(backend.generate([_chat("q-s0", "same"), _chat("q-s1", "same"), _chat("q-s0", "same")]))
+    seeds = [body["seed"] for body in server.bodies]
+    assert seeds[0] == seeds[2] != seeds[1]  # per request key: stable on a rerun, different across samples
+    assert all(body["temperature"] == 0.7 for body in server.bodies)

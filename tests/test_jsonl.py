@@ -40,3 +40,16 @@ def test_atomic_write_leaves_no_temp_and_normal_mode(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert target.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_removed_rows_are_gone_from_the_file_and_can_be_written_again(tmp_path):
+    path = tmp_path / "r.jsonl"
+    with AppendLog(path) as log:
+        for key in "abc":
+            log.append({"id": key, "error": key == "b"})
+        assert log.remove(["b", "zzz"]) == 1
+        assert log.done() == {"a", "c"}
+        assert log.append({"id": "b", "error": False})
+    assert [row["id"] for row in AppendLog(path).rows()] == ["a", "c", "b"]
+    assert path.read_text().count('"id": "b"') == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["r.jsonl"]

@@ -11,7 +11,10 @@ from . import __version__
 
 EPILOG = """\
 Typical path:
-  nlft data build POOL --size 50 --ratio 2:1 --out data/
+  nlft sample GSM8K_DIR --model M --out samples.jsonl      the model's own answers, graded
+  nlft judge samples.jsonl --out judged.jsonl              a judgment for each wrong one
+  nlft data build judged.jsonl --size 50 --ratio 2:1 --out data/
+  (or all three at once: nlft data make GSM8K_DIR --model M --size 50 --out DIR)
   nlft train --config configs/gsm8k-llama3-8b-nlft.yaml --data data/nlft.jsonl
 See the README for the method and for running on real models."""
 
@@ -82,6 +85,38 @@ def _data_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_make(args: argparse.Namespace) -> int:
+    from .judging import JudgeOptions
+    from .pipeline import make_dataset
+    from .sampling import load_question_set
+
+    questions = load_question_set(args.questions, split=args.split, limit=args.limit)
+    judge = JudgeOptions(
+        backend=args.judge,
+        model=_model_options(args, args.judge, prefix="judge_") if args.judge != "arithmetic" else None,
+        prompt=args.judge_prompt,
+        max_new_tokens=args.judge_max_new_tokens,
+        rule=args.rule,
+    )
+    result = make_dataset(
+        questions,
+        args.out,
+        sampler=_model_options(args, args.backend),
+        settings=_sampling_settings(args),
+        judge=judge,
+        size=args.size,
+        ratio=args.ratio,
+        seed=args.build_seed,
+        samples=args.samples,
+        templates=args.templates,
+        system=args.system,
+        rule=args.rule,
+        progress=_progress_enabled(args),
+    )
+    print(result.summary())
+    return 0
+
+
 def _register_data(sub) -> None:
     data = _add(sub, "data", "build and check NLFT datasets", "Build and check NLFT datasets.")
     dsub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
@@ -134,6 +169,292 @@ def _register_data(sub) -> None:
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--out", required=True, help="output .jsonl")
     p.set_defaults(func=_data_import)
+
+    p = _add(
+        dsub,
+        "make",
+        "sample, grade, judge and build in one resumable command (GSM8K split -> NLFT dataset)",
+        "Run nlft sample, nlft judge and nlft data build in a row:\n"
+        "  OUT/samples.jsonl  the model's answers, graded\n"
+        "  OUT/judged.jsonl   wrong ones with a judgment\n"
+        "  OUT/data/          nlft.jsonl, sft.jsonl, manifest.json (--size records at --ratio)\n"
+        "Every step resumes from its file: rerun after a crash, or with a larger --limit if the pool is too small.\n\n"
+        "  nlft data make ../shared/data/gsm8k --split train --limit 400 --model meta-llama/Meta-Llama-3-8B-Instruct \\\n"
+        "      --judge arithmetic --size 50 --ratio 1:1 --out runs/data-50",
+    )
+    _add_questions_args(p)
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--size", type=int, required=True, help="records in the dataset")
+    p.add_argument(
+        "--ratio", default="natural", help="correct:wrong, e.g. 1:1; or 'correct', 'wrong', 'natural'"
+    )
+    p.add_argument("--build-seed", type=int, default=42, help="seed of the record selection")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_sampling_args(p)
+    _add_model_args(p)
+    _add_judge_args(p, "--judge")
+    _add_model_args(p, prefix="judge-", what="judge model")
+    p.set_defaults(func=_data_make)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Options shared by nlft sample, nlft judge and nlft data make
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _add_questions_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "questions",
+        help="questions with gold answers: a GSM8K folder holding <split>.jsonl, 'gsm8k' for the hub dataset, "
+        "or a .jsonl/.json/Hugging Face dataset with 'question' and 'answer' (or 'reference')",
+    )
+    p.add_argument("--split", default="train", help="GSM8K (or dataset) split")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N questions")
+
+
+def _add_model_args(p: argparse.ArgumentParser, prefix: str = "", what: str = "model") -> None:
+    """Back-end options; ``prefix`` ("judge-") names the judge's copy in nlft data make."""
+    g = p.add_argument_group(f"{what} back-end" + (f" (--{prefix}...)" if prefix else ""))
+    g.add_argument(
+        f"--{prefix}model",
+        default=None,
+        help="hf: a hub id, model folder, adapter or run folder; openai: the served model name",
+    )
+    g.add_argument(f"--{prefix}adapter", default=None, help="hf: a LoRA adapter folder on top of --model")
+    g.add_argument(
+        f"--{prefix}base-url",
+        default=None,
+        help="openai: the server, e.g. http://localhost:8000/v1 for vLLM or SGLang; unset: the OpenAI API",
+    )
+    g.add_argument(
+        f"--{prefix}api-key-env",
+        default="OPENAI_API_KEY",
+        help="openai: environment variable holding the API key (never logged or stored)",
+    )
+    g.add_argument(f"--{prefix}concurrency", type=int, default=8, help="openai: requests in flight")
+    g.add_argument(
+        f"--{prefix}timeout",
+        type=float,
+        default=120.0,
+        help="openai: seconds to wait for the server (connecting, and each read)",
+    )
+    g.add_argument(
+        f"--{prefix}max-retries",
+        type=int,
+        default=5,
+        help="openai: retries of a failed request (429, 5xx, timeouts, malformed replies), with exponential backoff and jitter",
+    )
+    g.add_argument(f"--{prefix}stream", action="store_true", help="openai: stream replies")
+    g.add_argument(f"--{prefix}batch-size", type=int, default=8, help="hf: prompts per generation batch")
+    g.add_argument(
+        f"--{prefix}dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="hf: weight dtype",
+    )
+    g.add_argument(f"--{prefix}device", default=None, help="hf: cuda, mps or cpu; unset: the best available")
+    g.add_argument(
+        f"--{prefix}chat-template",
+        default=None,
+        help="hf: a chat template (built-in 'llama3' or a Jinja file) for tokenizers without one",
+    )
+    g.add_argument(
+        f"--{prefix}trust-remote-code",
+        action="store_true",
+        help="hf: allow the model's own Python code (off by default)",
+    )
+
+
+def _model_options(args: argparse.Namespace, backend: str, prefix: str = ""):
+    from .sampling import BackendOptions
+
+    get = lambda name: getattr(args, prefix + name)  # noqa: E731
+    return BackendOptions(
+        backend=backend,
+        model=get("model") or "",
+        adapter=get("adapter"),
+        base_url=get("base_url"),
+        api_key_env=get("api_key_env"),
+        concurrency=get("concurrency"),
+        timeout=get("timeout"),
+        max_retries=get("max_retries"),
+        stream=get("stream"),
+        batch_size=get("batch_size"),
+        dtype=get("dtype"),
+        device=get("device"),
+        chat_template=get("chat_template"),
+        trust_remote_code=get("trust_remote_code"),
+    )
+
+
+def _add_sampling_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("sampling")
+    g.add_argument("--backend", default="hf", choices=["hf", "openai"], help="where the responses come from")
+    g.add_argument(
+        "--samples", type=int, default=1, help="responses per question (ids <question id>-s0, -s1, ...)"
+    )
+    g.add_argument(
+        "--temperature", type=float, default=0.3, help="0 is greedy; the NLFT reference sampled at 0.3"
+    )
+    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--max-new-tokens", type=int, default=512)
+    g.add_argument("--seed", type=int, default=42, help="sampling seed (a rerun samples the same text)")
+    g.add_argument(
+        "--templates",
+        default="math",
+        help="template set whose X_base prompt is asked: math, generic or a YAML file",
+    )
+    g.add_argument(
+        "--system", default=None, help="system prompt instead of the template set's (the math expert prompt)"
+    )
+    g.add_argument(
+        "--rule",
+        default="authors",
+        choices=["authors", "strict", "flexible"],
+        help="how the final answer is read for grading",
+    )
+
+
+def _add_judge_args(p: argparse.ArgumentParser, flag: str) -> None:
+    g = p.add_argument_group("judging")
+    g.add_argument(
+        flag,
+        default="arithmetic",
+        choices=["arithmetic", "openai", "hf"],
+        help="arithmetic: the built-in offline checker; openai/hf: a model with the judge prompt",
+    )
+    g.add_argument(
+        "--judge-prompt",
+        default=None,
+        help="judge prompt: built-in 'math' or a YAML file with system, user, correct_marker; unset: math",
+    )
+    g.add_argument(
+        "--judge-max-new-tokens", type=int, default=1024, help="openai/hf: length limit of a judgment"
+    )
+
+
+def _sampling_settings(args: argparse.Namespace):
+    from .generation import SamplingSettings
+
+    return SamplingSettings(
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed
+    )
+
+
+def _progress_enabled(args: argparse.Namespace) -> bool:
+    return not args.no_progress
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# nlft sample
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from .sampling import load_backend, load_question_set, sample_questions
+
+    questions = load_question_set(
+        args.questions, split=args.split, limit=args.limit, skip_invalid=args.skip_invalid
+    )
+    options = _model_options(args, args.backend)
+    backend = load_backend(options, _sampling_settings(args), args.templates)
+    result = sample_questions(
+        questions,
+        args.out,
+        backend,
+        samples=args.samples,
+        templates=args.templates,
+        system=args.system,
+        rule=args.rule,
+        provenance=options.describe(),
+        progress=_progress_enabled(args),
+    )
+    print(result.summary())
+    return 0
+
+
+def _register_sample(sub) -> None:
+    p = _add(
+        sub,
+        "sample",
+        "generate and grade the model's own answers to a question set (resumable)",
+        "Ask the model every question under the X_base prompt (the math system prompt by default), grade each\n"
+        "answer against the gold one as it arrives, and append it to OUT as a record (id <question id>-s<k>,\n"
+        "correct true/false, judgment null). Rerunning the same command skips finished samples; requests that\n"
+        "failed for good are listed in OUT's .failed.jsonl and retried.\n\n"
+        "  nlft sample ../shared/data/gsm8k --split train --limit 400 --model meta-llama/Meta-Llama-3-8B-Instruct \\\n"
+        "      --out samples.jsonl\n"
+        "  nlft sample gsm8k --backend openai --base-url http://localhost:8000/v1 --model llama3 --out samples.jsonl",
+    )
+    _add_questions_args(p)
+    p.add_argument("--out", required=True, help="results file (.jsonl), appended to and resumed from")
+    p.add_argument(
+        "--skip-invalid", action="store_true", help="skip invalid question lines instead of stopping"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_sampling_args(p)
+    _add_model_args(p)
+    p.set_defaults(func=_sample)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# nlft judge
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _judge(args: argparse.Namespace) -> int:
+    from .judging import JudgeOptions, judge_records, load_judge
+
+    options = JudgeOptions(
+        backend=args.backend,
+        model=_model_options(args, args.backend) if args.backend != "arithmetic" else None,
+        prompt=args.judge_prompt,
+        max_new_tokens=args.judge_max_new_tokens,
+        rule=args.rule,
+    )
+    result = judge_records(
+        args.records,
+        args.out,
+        load_judge(options, args.templates),
+        skip_invalid=args.skip_invalid,
+        progress=_progress_enabled(args),
+    )
+    print(result.summary())
+    return 0
+
+
+def _register_judge(sub) -> None:
+    p = _add(
+        sub,
+        "judge",
+        "write a judgment for every wrong response (arithmetic, openai or hf judge; resumable)",
+        "Read graded records (e.g. from nlft sample) and write all of them to OUT, each wrong one with a\n"
+        "judgment of what is wrong. A model judge that replies that a response is correct marks it correct.\n"
+        "A request that fails for good is recorded on its record (judge_error) and retried by the next run of\n"
+        "the same command, which skips everything already judged.\n\n"
+        "  nlft judge samples.jsonl --out judged.jsonl                         # offline arithmetic checker\n"
+        "  nlft judge samples.jsonl --backend openai --model gpt-4o --out judged.jsonl",
+    )
+    p.add_argument("records", help="graded records: .jsonl, .json or a Hugging Face dataset")
+    p.add_argument("--out", required=True, help="results file (.jsonl), appended to and resumed from")
+    _add_judge_args(p, "--backend")
+    p.add_argument(
+        "--rule",
+        default="authors",
+        choices=["authors", "strict", "flexible"],
+        help="arithmetic: how the final answer is read",
+    )
+    p.add_argument(
+        "--templates",
+        default="math",
+        help="template set whose system prompt fills {system} in the judge prompt",
+    )
+    p.add_argument(
+        "--skip-invalid", action="store_true", help="skip invalid record lines instead of stopping"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_model_args(p, what="judge model")
+    p.set_defaults(func=_judge)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -207,11 +528,16 @@ def _register_demo(sub) -> None:
     )
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--fresh", action="store_true", help="delete an earlier demo folder first")
     p.set_defaults(func=_demo)
 
 
-REGISTRARS: list[Callable] = [_register_data, _register_train, _register_demo]
+REGISTRARS: list[Callable] = [
+    _register_data,
+    _register_sample,
+    _register_judge,
+    _register_train,
+    _register_demo,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

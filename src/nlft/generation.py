@@ -164,11 +164,23 @@ class HFBackend:
 
 
 class MalformedReply(Exception):
-    pass
+    """A reply that arrived but can't be used: no choices, no text, a stream cut off before its finish reason."""
+
+
+class _StreamBroken(Exception):
+    """A stream that failed after it had started; the client does not retry these, so we do."""
 
 
 class OpenAIBackend:
-    """An OpenAI-compatible endpoint (chat completions, or completions for raw text prompts)."""
+    """An OpenAI-compatible endpoint (chat completions, or completions for raw text prompts).
+
+    Retries: the ``openai`` client retries 408/409/429/5xx, timeouts and connection errors itself (exponential
+    backoff with jitter, honouring ``retry-after``), up to ``max_retries`` times. Failures it can't see are
+    retried here with the same policy: bodies that are not valid JSON or lack the text, and streams that break,
+    send an error event or end without a finish reason. ``timeout`` bounds every wait for the server (connect,
+    and each read; for a stream, the gap between two chunks). A request that still fails comes back as a
+    ``Completion`` with ``error`` set; nothing is raised, so a long job records it and goes on.
+    """
 
     def __init__(
         self,
@@ -192,6 +204,8 @@ class OpenAIBackend:
                     f"no API key: set the environment variable {api_key_env} (or point --base-url at your own server)"
                 )
             key = "EMPTY"  # local servers (vLLM, SGLang) accept any key
+        # Kept only to scrub it from error messages a server might echo back; never logged or stored.
+        self._secrets = [key] if len(key) >= 8 else []
         self.client = openai.OpenAI(api_key=key, base_url=base_url, timeout=timeout, max_retries=max_retries)
         self.model = model
         self.settings = settings or SamplingSettings()
@@ -200,7 +214,7 @@ class OpenAIBackend:
         self.stream = stream
         self.extra_body = extra_body or {}
 
-    def _params(self) -> dict[str, Any]:
+    def _params(self, request: Request) -> dict[str, Any]:
         s = self.settings
         params: dict[str, Any] = {
             "model": self.model,
@@ -212,29 +226,43 @@ class OpenAIBackend:
         if s.stop:
             params["stop"] = list(s.stop)[:4]  # the API takes at most four
         if not s.greedy:
-            params["seed"] = s.seed
+            # One seed per request, not one per run: servers that honour seeds (vLLM, SGLang) would otherwise give
+            # every sample of the same prompt the same text.
+            params["seed"] = _stable_seed(s.seed, request.key) & 0x7FFFFFFF
         if self.extra_body:
             params["extra_body"] = self.extra_body
         return params
 
+    def _stream_chat(self, request: Request, params: dict[str, Any]) -> tuple[str, str | None]:
+        import openai
+
+        stream = self.client.chat.completions.create(messages=request.messages, stream=True, **params)
+        parts, finish = [], None
+        try:
+            for chunk in stream:
+                choices = getattr(chunk, "choices", None)
+                if not choices:
+                    continue
+                choice = choices[0]
+                delta = getattr(choice, "delta", None)
+                if delta is not None and getattr(delta, "content", None):
+                    parts.append(delta.content)
+                finish = getattr(choice, "finish_reason", None) or finish
+        except (openai.APIError, ValueError) as exc:
+            raise _StreamBroken(
+                f"stream broke after {len(parts)} chunks: {type(exc).__name__}: {exc}"
+            ) from None
+        finally:
+            stream.close()
+        if finish is None:
+            raise MalformedReply(f"stream ended after {len(parts)} chunks without a finish reason (cut off)")
+        return "".join(parts), finish
+
     def _once(self, request: Request) -> tuple[str, str | None]:
-        params = self._params()
+        params = self._params(request)
         if request.messages is not None:
             if self.stream:
-                parts, finish = [], None
-                for chunk in self.client.chat.completions.create(
-                    messages=request.messages, stream=True, **params
-                ):
-                    if not getattr(chunk, "choices", None):
-                        continue
-                    choice = chunk.choices[0]
-                    delta = getattr(choice, "delta", None)
-                    if delta is not None and getattr(delta, "content", None):
-                        parts.append(delta.content)
-                    finish = getattr(choice, "finish_reason", None) or finish
-                if not parts and finish is None:
-                    raise MalformedReply("stream ended without any content")
-                return "".join(parts), finish
+                return self._stream_chat(request, params)
             reply = self.client.chat.completions.create(messages=request.messages, **params)
             choices = getattr(reply, "choices", None)
             if (
@@ -261,17 +289,23 @@ class OpenAIBackend:
                 if self.settings.stop:
                     text = cut_at_stop(text, self.settings.stop)
                 return Completion(text, finish_reason=finish, attempts=attempt)
-            except (MalformedReply, openai.APIResponseValidationError, ValueError) as exc:
-                # The client retried transport errors already; a malformed body is retried here.
+            except (MalformedReply, _StreamBroken, openai.APIResponseValidationError, ValueError) as exc:
+                # The client retried transport errors already; these it could not see, so they are retried here.
                 if attempt > self.max_retries:
+                    what = "broken stream" if isinstance(exc, _StreamBroken) else "malformed reply"
                     return Completion(
-                        None, error=f"malformed reply after {attempt} attempts: {exc}", attempts=attempt
+                        None, error=self._redact(f"{what} after {attempt} attempts: {exc}"), attempts=attempt
                     )
                 time.sleep(min(8.0, 0.5 * 2 ** (attempt - 1)) * (0.75 + 0.5 * random.random()))
             except openai.APIError as exc:
                 status = getattr(exc, "status_code", None)
                 what = f"HTTP {status}" if status else type(exc).__name__
-                return Completion(None, error=f"{what}: {_redact(str(exc))}", attempts=attempt)
+                return Completion(None, error=self._redact(f"{what}: {exc}"), attempts=attempt)
+
+    def _redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "<redacted>")
+        return _redact(text)
 
     def generate(self, requests: Iterable[Request]) -> Iterator[tuple[Request, Completion]]:
         """Run requests with at most ``concurrency`` in flight; yield each as it completes."""

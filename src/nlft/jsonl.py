@@ -80,7 +80,7 @@ class AppendLog:
             self._rows.setdefault(
                 str(row[key]), row
             )  # a duplicate can't arise through this class; keep the first
-        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - held open for the log's lifetime; close() ends it
+        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (held open for appends, closed by close())
 
     def _repair(self) -> None:
         """Cut a torn last line left by a kill during a write."""
@@ -135,6 +135,21 @@ class AppendLog:
         os.fsync(self._fh.fileno())
         self._rows[k] = row
         return True
+
+    def remove(self, keys: Iterable[str]) -> int:
+        """Drop the rows of ``keys`` so that they are done again (a rerun retrying recorded failures).
+
+        The file is rewritten atomically: a kill during the rewrite leaves either the old or the new file.
+        """
+        drop = {str(k) for k in keys} & set(self._rows)
+        if not drop:
+            return 0
+        self._fh.close()
+        for k in drop:
+            del self._rows[k]
+        atomic_write_jsonl(self.path, self._rows.values())
+        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (held open for appends, closed by close())
+        return len(drop)
 
     def close(self) -> None:
         if not self._fh.closed:

@@ -1,0 +1,105 @@
+"""``nlft data make``: from a question set (a GSM8K split) to an NLFT dataset in one resumable command.
+
+    OUT/samples.jsonl   the model's own answers, graded        (nlft sample)
+    OUT/judged.jsonl    the same records, wrong ones judged    (nlft judge)
+    OUT/data/           nlft.jsonl, sft.jsonl, manifest.json   (nlft data build)
+
+Each step resumes from its file, so rerunning the same command after a crash, or with a larger ``--limit``
+when the pool is too small for the requested size and mix, redoes nothing that is done.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .builder import BuildResult, build_dataset
+from .generation import SamplingSettings
+from .judging import JudgeOptions, JudgeSummary, judge_records, load_judge
+from .records import Question
+from .sampling import BackendOptions, SampleSummary, load_backend, sample_questions
+
+SAMPLES_FILE = "samples.jsonl"
+JUDGED_FILE = "judged.jsonl"
+DATA_DIR = "data"
+
+
+@dataclass
+class MakeResult:
+    sampled: SampleSummary
+    judged: JudgeSummary
+    built: BuildResult
+
+    def summary(self) -> str:
+        return "\n".join(
+            [
+                "1. sample",
+                self.sampled.summary(),
+                "2. judge",
+                self.judged.summary(),
+                "3. build",
+                self.built.summary(),
+            ]
+        )
+
+
+def make_dataset(
+    questions: Sequence[Question],
+    out_dir: str | os.PathLike,
+    *,
+    sampler: BackendOptions,
+    settings: SamplingSettings,
+    judge: JudgeOptions,
+    size: int,
+    ratio: str | None = None,
+    seed: int = 42,
+    samples: int = 1,
+    templates: str | Path | None = "math",
+    system: str | None = None,
+    rule: str = "authors",
+    progress: bool = True,
+) -> MakeResult:
+    """Sample with ``sampler`` and ``settings``, judge with ``judge``, build ``size`` records at ``ratio``.
+
+    The judge is loaded only once sampling is done, so a local sampling model is freed first."""
+    out = Path(out_dir)
+    backend = load_backend(sampler, settings, templates)
+    sampled = sample_questions(
+        questions,
+        out / SAMPLES_FILE,
+        backend,
+        samples=samples,
+        templates=templates,
+        system=system,
+        rule=rule,
+        provenance=sampler.describe(),
+        progress=progress,
+    )
+    del backend
+    _free_memory()
+    judged = judge_records(
+        out / SAMPLES_FILE, out / JUDGED_FILE, load_judge(judge, templates), progress=progress
+    )
+    try:
+        built = build_dataset(
+            out / JUDGED_FILE, out / DATA_DIR, size=size, ratio=ratio, seed=seed, templates=templates
+        )
+    except ValueError as exc:
+        raise ValueError(
+            f"{exc}.\nThe samples and judgments so far are kept in {out}; rerun with a larger --limit (more questions) "
+            "or more --samples to add to them."
+        ) from None
+    return MakeResult(sampled, judged, built)
+
+
+def _free_memory() -> None:
+    """Let a local sampling model go before a local judge model is loaded onto the same accelerator."""
+    import gc
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,0 +1,376 @@
+"""``nlft sample``: the target model's own chain-of-thought answers to a question set, graded as they arrive.
+
+NLFT trains on the model's *own* responses (METHOD.md sections 1 and 8): the reference sampled
+Llama-3-8B-Instruct at temperature 0.3 with up to 512 new tokens under the math system prompt. Each question is
+asked under the X_base prompt of a template set, through the same rendering path the trainer uses, so the
+responses are exactly of the kind NLFT later trains on. Back-ends: ``hf`` (transformers, batched) or ``openai``
+(any OpenAI-compatible server: OpenAI, vLLM, SGLang).
+
+Every answer is graded against the question's gold answer (``nlft.gsm8k.grade``) and written at once, as a
+``Record`` with a stable id ``<question id>-s<k>``, to an append-only JSONL (``AppendLog``). Rerunning the same
+command skips finished samples, so a run killed at any moment resumes where it stopped and every sample ends up
+in the file exactly once. Requests that fail for good are listed in ``<out>.failed.jsonl`` and retried by the
+next run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .generation import Completion, HFBackend, OpenAIBackend, Request, SamplingSettings
+from .gsm8k import RULES, gold_answer, grade, load_gsm8k, normalize_number, to_decimal
+from .jsonl import AppendLog, atomic_write_jsonl
+from .prompts import PromptRenderer, TemplateSet
+from .records import Problem, Question, Record, RecordError, load_questions
+
+BACKENDS = ("hf", "openai")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Question sets and back-ends
+# --------------------------------------------------------------------------------------------------------------
+
+
+def is_gsm8k_source(source: str | os.PathLike, split: str) -> bool:
+    """``gsm8k`` (the hub dataset) or a folder holding ``<split>.jsonl`` as in openai/grade-school-math."""
+    path = Path(source)
+    return str(source) == "gsm8k" or (path.is_dir() and (path / f"{split}.jsonl").is_file())
+
+
+def load_question_set(
+    source: str | os.PathLike, *, split: str = "test", limit: int | None = None, skip_invalid: bool = False
+) -> list[Question]:
+    """Questions with gold answers: a GSM8K split (``gsm8k`` for the hub, or a folder with ``<split>.jsonl``;
+    ids ``gsm8k-<split>-<index>``) or any question file or dataset ``load_questions`` reads."""
+    if is_gsm8k_source(source, split):
+        return load_gsm8k(split, None if str(source) == "gsm8k" else source, limit=limit)
+    questions = list(
+        load_questions(source, split=split if not Path(source).is_file() else None, skip_invalid=skip_invalid)
+    )
+    return questions[:limit] if limit is not None else questions
+
+
+def gold_of(question: Question) -> str:
+    """The gold number a response is graded against: ``extra["gold"]``, the ``#### N`` of the reference, or a
+    reference that is a bare number. ``ValueError`` when there is none."""
+    gold = question.extra.get("gold")
+    if gold is not None and to_decimal(str(gold)) is not None:
+        return normalize_number(str(gold)) or ""
+    ref = question.reference
+    if ref is None:
+        raise ValueError("no reference answer to grade against")
+    if "####" in ref:
+        return gold_answer(ref)
+    if to_decimal(ref) is None:
+        raise ValueError("the reference answer is not a number and has no '#### <number>' line")
+    return normalize_number(ref) or ""
+
+
+def check_gradable(questions: Sequence[Question], source: str) -> None:
+    """Every question must have a gold number and a unique id: all that don't are reported at once."""
+    problems, seen = [], set()
+    for q in questions:
+        if q.id in seen:
+            problems.append(Problem(source, "", "id", f"duplicate id '{q.id}'", q.id))
+        seen.add(q.id)
+        try:
+            gold_of(q)
+        except ValueError as exc:
+            problems.append(Problem(source, "", "reference", str(exc), q.id))
+    if problems:
+        raise RecordError(
+            problems, hint="Every question needs a unique id and a gold answer ending in '#### <number>'."
+        )
+
+
+@dataclass
+class BackendOptions:
+    """Where text comes from: a local transformers model or an OpenAI-compatible server."""
+
+    backend: str = "hf"
+    model: str = ""
+    adapter: str | None = None  # hf: a LoRA adapter folder
+    base_url: str | None = None  # openai: e.g. http://localhost:8000/v1 for vLLM
+    api_key_env: str = "OPENAI_API_KEY"
+    concurrency: int = 8  # openai: requests in flight
+    timeout: float = 120.0  # openai: seconds to wait for the server (connect, and each read)
+    max_retries: int = 5
+    stream: bool = False
+    batch_size: int = 8  # hf
+    dtype: str = "auto"
+    device: str | None = None
+    trust_remote_code: bool = False
+    chat_template: str | None = None  # hf: a built-in name or a Jinja file, for tokenizers without one
+
+    def describe(self) -> dict[str, Any]:
+        """What identifies the text source in results files (never the key)."""
+        out: dict[str, Any] = {"backend": self.backend, "model": self.model}
+        if self.adapter:
+            out["adapter"] = self.adapter
+        return out
+
+
+def load_backend(
+    options: BackendOptions, settings: SamplingSettings, templates: str | Path | TemplateSet | None = "math"
+):
+    """An ``HFBackend`` or ``OpenAIBackend`` for ``options``."""
+    if options.backend not in BACKENDS:
+        raise ValueError(f"backend '{options.backend}': choose from {', '.join(BACKENDS)}")
+    if not options.model:
+        raise ValueError(
+            "no model given (--model): a hub id or folder for hf, the served model name for openai"
+        )
+    if options.backend == "openai":
+        return OpenAIBackend(
+            options.model,
+            base_url=options.base_url,
+            api_key_env=options.api_key_env,
+            settings=settings,
+            concurrency=options.concurrency,
+            timeout=options.timeout,
+            max_retries=options.max_retries,
+            stream=options.stream,
+        )
+    from .modeling import load_model
+
+    model, tokenizer, _ = load_model(
+        options.model,
+        options.adapter,
+        dtype=options.dtype,
+        device=options.device,
+        trust_remote_code=options.trust_remote_code,
+    )
+    # The trainer renders X_base with this renderer; sampling through it gives the same prompt tokens.
+    template_set = TemplateSet.load(templates)
+    renderer = PromptRenderer(tokenizer, chat_template=options.chat_template, plain_format=template_set.plain)
+    return HFBackend(model, tokenizer, settings, batch_size=options.batch_size, renderer=renderer)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Sampling
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SampleSummary:
+    path: Path
+    questions: int
+    total: int  # samples asked for
+    earlier: int  # already in the file from an earlier run
+    new: int
+    correct: int  # in the whole file
+    wrong: int
+    failed: list[dict] = field(default_factory=list)  # this run's final failures
+    failed_path: Path | None = None
+
+    def summary(self) -> str:
+        lines = [
+            f"{self.path}: {self.correct + self.wrong} of {self.total} samples ({self.questions} questions x "
+            f"{self.total // max(self.questions, 1)}): {self.correct} correct, {self.wrong} wrong, {len(self.failed)} failed",
+            f"  {self.new} new in this run, {self.earlier} from an earlier run",
+        ]
+        if self.failed:
+            lines.append(f"  failures are listed in {self.failed_path}; rerun the same command to retry them")
+        return "\n".join(lines)
+
+
+def describe_backend(backend) -> dict[str, Any]:
+    """What a results file records about a back-end built without ``BackendOptions`` (library use)."""
+    if isinstance(backend, HFBackend):
+        return {
+            "backend": "hf",
+            "model": str(getattr(backend.model, "name_or_path", "") or type(backend.model).__name__),
+        }
+    return {"backend": "openai", "model": str(getattr(backend, "model", ""))}
+
+
+def failed_path_for(out: Path) -> Path:
+    return out.with_name(out.name.removesuffix(".jsonl") + ".failed.jsonl")
+
+
+def progress_bar(total: int, initial: int, desc: str, unit: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=desc,
+        unit=unit,
+        dynamic_ncols=True,
+        disable=not enabled,
+        smoothing=0.1,
+    )
+
+
+def check_same_settings(
+    theirs: Mapping[str, Any] | None, ours: Mapping[str, Any], out: Path, what: str
+) -> None:
+    """Refuse to mix results of different settings in one file: a rerun resumes only the same command.
+    ``theirs`` holds the settings found in the file (None for a new file)."""
+    if theirs is None:
+        return
+    differ = [k for k in ours if theirs.get(k) != ours[k]]
+    if differ:
+        diff = ", ".join(f"{k}: {theirs.get(k)!r} there, {ours[k]!r} now" for k in differ)
+        raise ValueError(
+            f"{out} holds {what} made with other settings ({diff}); rerun with the same settings to resume, "
+            "or choose another --out"
+        )
+
+
+def sample_questions(
+    questions: Sequence[Question],
+    out: str | os.PathLike,
+    backend,
+    *,
+    samples: int = 1,
+    templates: str | Path | TemplateSet | None = "math",
+    system: str | None = None,
+    rule: str = "authors",
+    provenance: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> SampleSummary:
+    """Sample ``samples`` responses per question with ``backend`` (an ``HFBackend`` or ``OpenAIBackend``) and append
+    them, graded, to ``out``. Samples already there are skipped.
+
+    ``provenance`` (default: read off the back-end, e.g. ``BackendOptions.describe()``) is stored on every
+    record with the sampling settings; a rerun whose settings differ is refused."""
+    if samples < 1:
+        raise ValueError(f"samples must be at least 1, got {samples}")
+    settings: SamplingSettings = backend.settings
+    if samples > 1 and settings.greedy:
+        raise ValueError(
+            "several samples per question need a temperature above 0 (greedy decoding repeats itself)"
+        )
+    if rule not in RULES:
+        raise ValueError(f"unknown extraction rule '{rule}' (choose from {', '.join(RULES)})")
+    template_set = TemplateSet.load(templates)
+    out = Path(out)
+    check_gradable(questions, "questions")
+
+    sampling = {
+        "temperature": settings.temperature,
+        "top_p": settings.top_p,
+        "max_new_tokens": settings.max_new_tokens,
+        "seed": settings.seed,
+    }
+    stamp = {
+        **(provenance or describe_backend(backend)),
+        "sampling": sampling,
+        "templates": template_set.name,
+    }
+
+    requests: list[Request] = []
+    by_key: dict[str, tuple[Question, int, str]] = {}
+    for q in questions:
+        system_text = (
+            system if system is not None else (q.system if q.system is not None else template_set.system)
+        )
+        stub = Record(q.id, q.question, "", q.reference, None, system_text)
+        sys_msg, user_msg = template_set.messages("base", stub)
+        messages = ([{"role": "system", "content": sys_msg}] if sys_msg else []) + [
+            {"role": "user", "content": user_msg}
+        ]
+        for k in range(samples):
+            key = f"{q.id}-s{k}"
+            requests.append(Request(key, messages=messages))
+            by_key[key] = (q, k, system_text)
+
+    failures: list[dict] = []
+    with AppendLog(out) as log:
+        first = next(iter(log.rows()), None)
+        check_same_settings(first, stamp, out, "samples")
+        earlier = sum(1 for r in requests if r.key in log)
+        pending = [r for r in requests if r.key not in log]
+        bar = progress_bar(len(requests), earlier, "sampling", "sample", progress)
+        counts = {"correct": 0, "wrong": 0, "failed": 0}
+        for request, completion in _generate(backend, requests, pending, log):
+            q, k, system_text = by_key[request.key]
+            row = _sample_row(request.key, q, k, system_text, completion, template_set, rule, stamp)
+            if isinstance(row, str):
+                failures.append(
+                    {"id": request.key, "question_id": q.id, "error": row, "attempts": completion.attempts}
+                )
+                counts["failed"] += 1
+            else:
+                log.append(row)
+                counts["correct" if row["correct"] else "wrong"] += 1
+            bar.update(1)
+            bar.set_postfix(counts, refresh=False)
+        bar.close()
+        rows = [row for row in log.rows() if row["id"] in by_key]
+        new = counts["correct"] + counts["wrong"]
+    fpath = failed_path_for(out)
+    if failures:
+        atomic_write_jsonl(fpath, failures)
+    elif fpath.exists():
+        fpath.unlink()  # an earlier run's failures have all been redone
+    n_correct = sum(1 for row in rows if row["correct"])
+    return SampleSummary(
+        out, len(questions), len(requests), earlier, new, n_correct, len(rows) - n_correct, failures, fpath
+    )
+
+
+def _generate(
+    backend, requests: list[Request], pending: list[Request], log: AppendLog
+) -> Iterator[tuple[Request, Completion]]:
+    """Pending requests through the back-end, each yielded as it completes.
+
+    A local model samples a whole batch with one seed, so a batch is always the same fixed slice of all
+    requests: a resumed run regenerates a half-written batch exactly as the first run would have, and writes
+    only the samples that are missing.
+    """
+    if not isinstance(backend, HFBackend):
+        yield from backend.generate(pending)
+        return
+    size = backend.batch_size
+    for start in range(0, len(requests), size):
+        batch = requests[start : start + size]
+        if all(r.key in log for r in batch):
+            continue
+        for request, completion in backend.generate(batch):
+            if request.key not in log:
+                yield request, completion
+
+
+def _sample_row(
+    key: str,
+    q: Question,
+    k: int,
+    system_text: str,
+    completion: Completion,
+    templates: TemplateSet,
+    rule: str,
+    stamp: dict[str, Any],
+) -> dict | str:
+    """The graded record of one sample, or the reason it can't be one."""
+    if not completion.ok:
+        return completion.error or "no text"
+    if not completion.text.strip():
+        return "empty response"
+    result = grade(completion.text, gold_of(q), rule)
+    record = Record(
+        id=key,
+        question=q.question,
+        response=completion.text,
+        reference=q.reference,
+        judgment=None,
+        # Left out when it is the template set's default, which every later step fills in the same way.
+        system=system_text if system_text != templates.system else None,
+        correct=result.correct,
+    )
+    row = record.to_dict()
+    row.update(
+        {
+            "question_id": q.id,
+            "sample_index": k,
+            "grade": result.to_dict(),
+            "finish_reason": completion.finish_reason,
+            **stamp,
+        }
+    )
+    return row
