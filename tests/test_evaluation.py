@@ -20,6 +20,7 @@ from nlft.evaluation import (
     evaluate,
     load_eval_data,
     make_protocol,
+    pending,
 )
 from nlft.generation import Completion
 from nlft.records import Question, RecordError
@@ -371,7 +372,7 @@ def test_sampling_with_seeds_on_the_tiny_model(tiny_dir, tmp_path):
     assert len(rows) == 4 and by_seed[1] != by_seed[2]
 
 
-def test_all_checkpoints_gives_one_row_per_epoch(tiny_run, capsys):
+def test_all_checkpoints_gives_one_row_per_epoch(tiny_run, capsys, monkeypatch):
     args = ["--data", str(SAMPLE_GSM8K_TEST), "--limit", "2", "--max-new-tokens", "8", "--batch-size", "2"]
     assert eval_cli(str(tiny_run), "--all-checkpoints", "--include-base", *args) == 0
     folders = sorted(p.name for p in (tiny_run / "eval").iterdir() if p.is_dir())
@@ -395,6 +396,12 @@ def test_all_checkpoints_gives_one_row_per_epoch(tiny_run, capsys):
     body = [line for line in curve.splitlines() if line.startswith("| ") and not line.startswith("| epoch")]
     assert [line.split("|")[1].strip() for line in body] == ["0", "1", "2", "3"]
     assert curve.strip() in capsys.readouterr().out
+    # A rerun finds every checkpoint done and loads no model at all.
+    monkeypatch.setattr(
+        "nlft.modeling.load_model", lambda *a, **k: pytest.fail("loaded a finished checkpoint")
+    )
+    assert eval_cli(str(tiny_run), "--all-checkpoints", "--include-base", *args) == 0
+    assert capsys.readouterr().out.count("2/2 items (2 resumed, 0 generated)") == 4
 
 
 def test_eval_of_a_run_folder_goes_to_its_eval_folder(tiny_run):
@@ -416,7 +423,7 @@ def test_checkpoint_options_need_a_run_folder(tiny_dir, capsys):
 @pytest.mark.slow
 def test_killed_eval_resumes_without_regenerating_and_totals_match(tiny_dir, tmp_path):
     # Golds made from the model's own answers, so that the totals compared below are not all zero.
-    base = [json.loads(line) for line in SAMPLE_GSM8K_TEST.read_text().splitlines()[:14]]
+    base = [json.loads(line) for line in SAMPLE_GSM8K_TEST.read_text().splitlines()[:10]]
     probe = tmp_path / "probe"
     probe_file = tmp_path / "probe.jsonl"
     probe_file.write_text(
@@ -425,7 +432,9 @@ def test_killed_eval_resumes_without_regenerating_and_totals_match(tiny_dir, tmp
             for i, r in enumerate(base)
         )
     )
-    common = ["--max-new-tokens", "40", "--batch-size", "2"]
+    # One prompt per batch: a resumed run batches the remaining questions differently, and padding must not
+    # be able to change a greedy answer here (batching itself is tested in test_generation.py).
+    common = ["--max-new-tokens", "32", "--batch-size", "1"]
     assert eval_cli(str(tiny_dir), "--data", str(probe_file), *common, "--out", str(probe)) == 0
     found = {
         r["id"]: r["extracted"]["authors"]
@@ -569,3 +578,22 @@ def test_openai_backend_sends_the_protocol_prompts(tmp_path, write, monkeypatch)
     )  # every answer says 18: right where the gold is 18
     assert summary["accuracy"] == {"strict": expected, "flexible": expected, "authors": expected}
     assert summary["backend"] == "openai" and summary["model"] == "served-model"
+
+
+def test_pending_counts_what_is_left_without_a_model(tmp_path):
+    data = questions([1, 2, 3])
+    assert pending(PaperProtocol(), data, tmp_path, EvalSettings()) == 3
+    evaluate(
+        ScriptedBackend(lambda k, s: "#### 1"),
+        PaperProtocol(),
+        data,
+        tmp_path,
+        EvalSettings(limit=2),
+        progress=False,
+    )
+    assert pending(PaperProtocol(), data, tmp_path, EvalSettings(limit=2)) == 0
+    assert pending(PaperProtocol(), data, tmp_path, EvalSettings()) == 1
+    with pytest.raises(SettingsMismatch):
+        pending(PaperProtocol(), data, tmp_path, EvalSettings(max_new_tokens=3))
+    s = evaluate(None, PaperProtocol(), data, tmp_path, EvalSettings(limit=2), progress=False)
+    assert s["this_run"]["resumed"] == 2 and s["correct"]["strict"] == 1

@@ -214,7 +214,9 @@ def plot_png(curves: Sequence[Curve], rule: str, title: str) -> bytes:
 
     styles = {"nlft": ("-", "o"), "sft": ("--", "s")}
     colors = pair_colors(curves)
-    fig = Figure(figsize=(6.4, 4.4), dpi=150, layout="constrained")
+    # Beyond a few runs a legend inside the axes covers lines; it goes to the right of them instead.
+    outside = len(curves) > 3
+    fig = Figure(figsize=(8.0 if outside else 6.4, 4.4), dpi=150, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     top = 0.0
@@ -243,10 +245,15 @@ def plot_png(curves: Sequence[Curve], rule: str, title: str) -> bytes:
     ax.set_ylabel(f"Accuracy (%), {RULE_NAMES[rule]}")
     ax.set_title(title)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    # Room above the best point for the legend; a 0-100 scale would flatten the differences that matter.
-    ax.set_ylim(0, min(100.0, max(5.0, top * 1.25)))
+    # Room above the best point for the legend (a 0-100 scale would flatten the differences that matter), and a
+    # sliver below 0 so that points at 0% are not hidden by the axis.
+    upper = min(100.0, max(5.0, top * 1.25))
+    ax.set_ylim(-0.03 * upper, upper)
     ax.grid(True, alpha=0.3)
-    ax.legend(frameon=False, loc="best")
+    if outside:
+        ax.legend(frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    else:
+        ax.legend(frameon=False, loc="best")
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()

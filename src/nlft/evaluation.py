@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from .generation import Completion, Request, SamplingSettings
-from .gsm8k import RULES, gold_answer, grade, load_gsm8k, normalize_number, to_decimal
+from .gsm8k import HUB_ID, RULES, gold_answer, grade, load_gsm8k, normalize_number, to_decimal
 from .jsonl import AppendLog, atomic_write_json
 from .prompts import TemplateSet
 from .records import Problem, Question, Record, iter_rows, validate_question
@@ -155,7 +155,12 @@ def load_eval_data(spec: str, gsm8k_dir: str | Path | None = None, *, need: str 
         split = spec.split(":", 1)[1]
         if not split:
             raise ValueError(f"--data {spec}: name a split, e.g. gsm8k:test")
-        return EvalData(spec, data_name(spec), load_gsm8k(split, gsm8k_dir))
+        try:
+            return EvalData(spec, data_name(spec), load_gsm8k(split, gsm8k_dir))
+        except ConnectionError as exc:
+            raise FileNotFoundError(
+                f"--data {spec}: could not fetch {HUB_ID} ({exc}); pass --gsm8k-dir, a folder with {split}.jsonl"
+            ) from None
     path = Path(spec)
     if not path.exists() and "/" in spec and not spec.endswith((".json", ".jsonl")):
         questions = load_question_file(spec, need=need)  # a hub dataset id
@@ -430,9 +435,12 @@ class SettingsMismatch(ValueError):
     pass
 
 
-def _check_settings(out: Path, fingerprint: dict[str, Any], overwrite: bool) -> None:
-    """Refuse to mix results of different settings in one folder; ``overwrite`` starts it afresh."""
+def _check_settings(out: Path, fingerprint: dict[str, Any], overwrite: bool, *, write: bool = True) -> None:
+    """Refuse to mix results of different settings in one folder; ``overwrite`` starts it afresh.
+    ``write=False`` only checks (nothing is deleted or written)."""
     file = out / SETTINGS_FILE
+    if overwrite and not write:
+        return
     if overwrite:
         for name in (ITEMS_FILE, SUMMARY_FILE, SETTINGS_FILE):
             (out / name).unlink(missing_ok=True)
@@ -448,7 +456,48 @@ def _check_settings(out: Path, fingerprint: dict[str, Any], overwrite: bool) -> 
         raise SettingsMismatch(
             f"{out}/{ITEMS_FILE} exists without {SETTINGS_FILE}; pass --overwrite or choose another --out"
         )
-    atomic_write_json(file, fingerprint)
+    if write:
+        atomic_write_json(file, fingerprint)
+
+
+@dataclass
+class _Plan:
+    questions: list[Question]
+    seeds: list[int | None]
+    decoding: dict[str, Any]
+    fingerprint: dict[str, Any]
+
+
+def _plan(protocol, data: EvalData, settings: EvalSettings, describe: dict[str, Any] | None) -> _Plan:
+    seeds = settings.seed_list()
+    questions = data.questions[: settings.limit] if settings.limit else data.questions
+    if not questions:
+        raise ValueError(f"{data.spec}: no questions to evaluate")
+    decoding = {
+        "temperature": settings.temperature,
+        "top_p": settings.top_p,
+        "max_new_tokens": settings.max_new_tokens or protocol.max_new_tokens,
+        "stop": list(protocol.stop),
+    }
+    fingerprint = {**(describe or {}), **protocol.fingerprint(), "data": data.spec, "decoding": decoding}
+    return _Plan(list(questions), seeds, decoding, fingerprint)
+
+
+def pending(
+    protocol, data: EvalData, out: str | Path, settings: EvalSettings, *, describe=None, overwrite=False
+) -> int:
+    """How many items ``evaluate`` would still generate into ``out``, checked before a model is loaded: a
+    finished checkpoint costs nothing on a rerun, and a settings mismatch fails before minutes of loading."""
+    out = Path(out)
+    plan = _plan(protocol, data, settings, describe)
+    keys = [item_key(q.id, seed) for seed in plan.seeds for q in plan.questions]
+    if overwrite:
+        return len(keys)
+    _check_settings(out, plan.fingerprint, overwrite, write=False)
+    if not (out / ITEMS_FILE).exists():
+        return len(keys)
+    with AppendLog(out / ITEMS_FILE, key="key") as log:
+        return sum(1 for k in keys if k not in log)
 
 
 def evaluate(
@@ -463,7 +512,8 @@ def evaluate(
     progress: bool = True,
     sort_key: Callable[[Request], int] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate ``data`` with ``backend`` (``HFBackend`` or ``OpenAIBackend``) under ``protocol``; resume from ``out``.
+    """Evaluate ``data`` with ``backend`` (``HFBackend`` or ``OpenAIBackend``; None when ``pending`` says nothing
+    is left) under ``protocol``; resume from ``out``.
 
     ``describe`` (model, adapter, run, checkpoint, ...) is stored in the settings and the summary. ``sort_key``
     orders the remaining requests within a seed (longest prompts first batch with the least padding).
@@ -472,19 +522,9 @@ def evaluate(
     from tqdm.auto import tqdm
 
     out = Path(out)
-    seeds = settings.seed_list()
-    max_new = settings.max_new_tokens or protocol.max_new_tokens
-    questions = data.questions[: settings.limit] if settings.limit else data.questions
-    if not questions:
-        raise ValueError(f"{data.spec}: no questions to evaluate")
-    decoding = {
-        "temperature": settings.temperature,
-        "top_p": settings.top_p,
-        "max_new_tokens": max_new,
-        "stop": list(protocol.stop),
-    }
-    fingerprint = {**(describe or {}), **protocol.fingerprint(), "data": data.spec, "decoding": decoding}
-    _check_settings(out, fingerprint, overwrite)
+    plan = _plan(protocol, data, settings, describe)
+    seeds, questions, decoding = plan.seeds, plan.questions, plan.decoding
+    _check_settings(out, plan.fingerprint, overwrite)
 
     prompted = protocol.build(questions)
     keys = [item_key(p.question.id, seed) for seed in seeds for p in prompted]
@@ -517,8 +557,12 @@ def evaluate(
                 continue
             if sort_key is not None:
                 todo.sort(key=lambda p: -sort_key(p.request))
+            if backend is None:
+                raise ValueError(
+                    f"{out}: {len(todo)} items still to generate, and no back-end to generate them"
+                )
             backend.settings = SamplingSettings(
-                max_new_tokens=max_new,
+                max_new_tokens=decoding["max_new_tokens"],
                 temperature=settings.temperature,
                 top_p=settings.top_p,
                 seed=seed or 0,
@@ -734,6 +778,8 @@ def _eval_hf(base, adapter, protocol, data, out, settings, describe, args) -> di
     from .modeling import load_model
     from .prompts import PromptRenderer
 
+    if not pending(protocol, data, out, settings, describe=describe, overwrite=args.overwrite):
+        return evaluate(None, protocol, data, out, settings, describe=describe, progress=not args.quiet)
     model, tokenizer, _ = load_model(
         base, adapter, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code
     )
