@@ -1,6 +1,7 @@
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -372,7 +373,14 @@ def test_sampling_with_seeds_on_the_tiny_model(tiny_dir, tmp_path):
     assert len(rows) == 4 and by_seed[1] != by_seed[2]
 
 
-def test_all_checkpoints_gives_one_row_per_epoch(tiny_run, capsys, monkeypatch):
+@pytest.fixture
+def run_copy(tiny_run, tmp_path):
+    """A private copy of the demo-layout run, so that evaluations written into its eval/ don't meet."""
+    return Path(shutil.copytree(tiny_run, tmp_path / tiny_run.name))
+
+
+def test_all_checkpoints_gives_one_row_per_epoch(run_copy, capsys, monkeypatch):
+    tiny_run = run_copy
     args = ["--data", str(SAMPLE_GSM8K_TEST), "--limit", "2", "--max-new-tokens", "8", "--batch-size", "2"]
     assert eval_cli(str(tiny_run), "--all-checkpoints", "--include-base", *args) == 0
     folders = sorted(p.name for p in (tiny_run / "eval").iterdir() if p.is_dir())
@@ -404,7 +412,8 @@ def test_all_checkpoints_gives_one_row_per_epoch(tiny_run, capsys, monkeypatch):
     assert capsys.readouterr().out.count("2/2 items (2 resumed, 0 generated)") == 4
 
 
-def test_eval_of_a_run_folder_goes_to_its_eval_folder(tiny_run):
+def test_eval_of_a_run_folder_goes_to_its_eval_folder(run_copy):
+    tiny_run = run_copy
     args = ["--data", str(SAMPLE_GSM8K_TEST), "--limit", "1", "--max-new-tokens", "4", "--tag", "short"]
     assert eval_cli(str(tiny_run), *args) == 0
     summary = json.loads((tiny_run / "eval" / "paper-gsm8k_test_sample-short" / "summary.json").read_text())
