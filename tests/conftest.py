@@ -67,3 +67,41 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     from nlft.tiny import save_tiny_model
 
     return save_tiny_model(tmp_path_factory.mktemp("tiny") / "model", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A run folder as `nlft train` writes it (runs.py): a tiny base model, run.json, a real PEFT LoRA adapter
+    saved after each of 3 epochs (random, clearly different weights) and the last one as the final adapter."""
+    import json
+    import shutil
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from nlft.tiny import save_tiny_model
+
+    root = tmp_path_factory.mktemp("tiny_run")
+    base = save_tiny_model(root / "base", seed=0)
+    run = root / "run-nlft"
+    model = AutoModelForCausalLM.from_pretrained(base)
+    config = LoraConfig(
+        r=4,
+        lora_alpha=8,
+        target_modules=["q_proj", "v_proj", "gate_proj", "up_proj", "down_proj"],
+        lora_dropout=0.0,
+    )
+    peft_model = get_peft_model(model, config)
+    for epoch in (1, 2, 3):
+        with torch.no_grad():
+            gen = torch.Generator().manual_seed(epoch)
+            for name, param in peft_model.named_parameters():
+                if "lora_" in name:
+                    param.copy_(torch.randn(param.shape, generator=gen) * 0.3)
+        peft_model.save_pretrained(run / "epochs" / f"epoch-{epoch}")
+    shutil.copytree(run / "epochs" / "epoch-3", run / "adapter")
+    (run / "run.json").write_text(
+        json.dumps({"base_model": str(base), "method": "nlft", "epochs": [1, 2, 3]}), encoding="utf-8"
+    )
+    return run

@@ -1,8 +1,24 @@
 import json
+from itertools import combinations
+from pathlib import Path
 
 import pytest
 
-from nlft.gsm8k import extract, gold_answer, grade, load_gsm8k, normalize_number, same_number
+from nlft.gsm8k import (
+    RULES,
+    extract,
+    gold_answer,
+    grade,
+    lm_eval_match,
+    load_gsm8k,
+    normalize_number,
+    same_number,
+)
+
+# Responses chosen to split the rules, with what each rule extracts and whether it is right, checked by hand;
+# the strict/flexible verdicts were also confirmed with lm-eval's own filters and metric (scripts/lm_eval_parity.py).
+TRICKY_FILE = Path(__file__).parent / "data" / "gsm8k_tricky.jsonl"
+TRICKY = [json.loads(line) for line in TRICKY_FILE.read_text(encoding="utf-8").splitlines()]
 
 # (text, strict, flexible, authors) -- expectations checked by hand.
 CASES = [
@@ -91,3 +107,24 @@ def test_bad_gold_answer_names_the_row(write):
     path = write("test.jsonl", json.dumps({"question": "q", "answer": "no number"}) + "\n")
     with pytest.raises(ValueError, match=r"row 0: field 'answer'"):
         load_gsm8k("test", path)
+
+
+@pytest.mark.parametrize("case", TRICKY, ids=[c["why"] for c in TRICKY])
+def test_rules_on_hand_checked_tricky_responses(case):
+    g = grade(case["response"], case["gold"])
+    assert g.extracted == case["extracted"]
+    assert g.matches == case["correct"]
+
+
+def test_tricky_set_separates_every_pair_of_rules():
+    assert len(TRICKY) >= 30
+    for a, b in combinations(RULES, 2):
+        assert any(c["correct"][a] != c["correct"][b] for c in TRICKY), (a, b)
+
+
+def test_lm_eval_comparison_is_on_strings():
+    assert lm_eval_match("1,200.", "x\n#### 1,200")
+    assert lm_eval_match("$18", "18")
+    assert not lm_eval_match("18.00", "18")
+    assert not lm_eval_match("42..", "42")  # lm-eval drops one final period only
+    assert not lm_eval_match(None, "18")

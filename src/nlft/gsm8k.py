@@ -6,8 +6,14 @@ Three extraction rules are offered, because the field uses all three and they di
 * ``flexible`` the last number in the text (lm-eval's ``flexible-extract``);
 * ``authors``  the NLFT authors' rule: the first number after the first ``####``, else the last number.
 
-Numbers are normalised (thousands commas, ``$``, a trailing period) and compared as exact decimals, so
-``"18.0"`` equals ``"18"`` and ``"$1,200."`` equals ``"1200"``.
+``strict`` and ``flexible`` reproduce lm-eval's gsm8k task (v3.0) exactly, extraction and comparison alike, so
+their accuracies are the numbers ``lm_eval --tasks gsm8k`` reports for the same responses: the filter's regex
+takes the first (strict) or last (flexible) match even when that match is not a number (``"..."``), and the
+match is compared with the gold answer as a *string* once ``,``, ``$`` and one trailing ``.`` are removed, so
+``"18.00"`` does not equal ``"18"``. ``authors`` compares exact decimals (``"18.0"`` equals ``"18"``).
+
+The extracted answers reported (``extract``, ``Grade.extracted``) are normalised numbers (thousands commas,
+``$`` and trailing periods removed), or None where a rule finds no number.
 """
 
 from __future__ import annotations
@@ -49,21 +55,34 @@ def to_decimal(text: str | None) -> Decimal | None:
     return value if value.is_finite() else None
 
 
+def _as_number(match: str | None) -> str | None:
+    norm = normalize_number(match)
+    return norm if to_decimal(norm) is not None else None
+
+
+def strict_match(text: str) -> str | None:
+    """What lm-eval's ``strict-match`` filter keeps: the first match of its regex, unnormalised (None: no match)."""
+    matches = _STRICT_RE.findall(text)
+    return matches[0].strip() if matches else None
+
+
+def flexible_match(text: str) -> str | None:
+    """What lm-eval's ``flexible-extract`` filter keeps: the last match of its regex, even ``"..."``."""
+    matches = _FLEXIBLE_RE.findall(text)
+    if not matches:
+        return None
+    groups = [g for g in matches[-1] if g]
+    return groups[0].strip() if groups else None
+
+
 def extract_strict(text: str) -> str | None:
     """The number after the first ``#### `` marker, or None."""
-    match = _STRICT_RE.search(text)
-    return normalize_number(match.group(1)) if match else None
+    return _as_number(strict_match(text))
 
 
 def extract_flexible(text: str) -> str | None:
-    """The last number in the text, or None."""
-    matches = _FLEXIBLE_RE.findall(text)
-    for groups in reversed(matches):
-        candidate = next((g for g in groups if g), "")
-        norm = normalize_number(candidate)
-        if norm is not None and to_decimal(norm) is not None:
-            return norm
-    return None
+    """The last number in the text (None when lm-eval's last match is not a number, as in ``"wait..."``)."""
+    return _as_number(flexible_match(text))
 
 
 def extract_authors(text: str) -> str | None:
@@ -99,6 +118,23 @@ def gold_answer(answer: str) -> str:
     return normalize_number(match.group(1))  # type: ignore[return-value]
 
 
+# lm-eval's gsm8k ``exact_match``: these patterns are deleted from prediction and reference, in this order,
+# then both are lower-cased and compared as strings. The third one reduces a gold solution to its final answer.
+_LM_EVAL_IGNORE = tuple(re.compile(p) for p in (",", r"\$", r"(?s).*#### ", r"\.$"))
+
+
+def lm_eval_normalize(text: str) -> str:
+    for pattern in _LM_EVAL_IGNORE:
+        text = pattern.sub("", text)
+    return text.lower()
+
+
+def lm_eval_match(match: str | None, gold: str) -> bool:
+    """lm-eval's gsm8k comparison of a filtered response (``strict_match``/``flexible_match``) with the gold answer
+    (a number, or a solution ending in ``#### N``). No match never counts (lm-eval's ``[invalid]``)."""
+    return match is not None and lm_eval_normalize(match) == lm_eval_normalize(gold)
+
+
 def same_number(prediction: str | None, gold: str | None) -> bool:
     """Numeric equality of two extracted answers (``"18.0" == "18"``); None never matches."""
     a, b = to_decimal(prediction), to_decimal(gold)
@@ -125,12 +161,17 @@ class Grade:
 
 
 def grade(response: str, gold: str, rule: str = "authors") -> Grade:
-    """Grade ``response`` against a gold number (or a gold solution ending in ``#### N``)."""
+    """Grade ``response`` against a gold number (or a gold solution ending in ``#### N``) by every rule:
+    ``strict`` and ``flexible`` as lm-eval compares them, ``authors`` as exact decimals."""
     if rule not in EXTRACTORS:
         raise ValueError(f"unknown extraction rule '{rule}' (choose from {', '.join(RULES)})")
     gold_num = gold_answer(gold) if "####" in gold else normalize_number(gold) or ""
     extracted = {name: fn(response) for name, fn in EXTRACTORS.items()}
-    matches = {name: same_number(value, gold_num) for name, value in extracted.items()}
+    matches = {
+        "strict": lm_eval_match(strict_match(response), gold),
+        "flexible": lm_eval_match(flexible_match(response), gold),
+        "authors": same_number(extracted["authors"], gold_num),
+    }
     return Grade(gold_num, extracted, matches, rule)
 
 

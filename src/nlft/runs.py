@@ -1,7 +1,9 @@
 """The run folder: what ``nlft train`` writes and what ``eval``, ``saliency`` and ``studio`` read.
 
 RUN/
-  run.json              method, base model, data, template set, max_length, epochs written so far
+  run.json              method, base model, data, template set, max_length, epochs written so far;
+                        `nlft eval` reads base_model, method, epochs and, when present, templates
+                        (the prompt set) and chat_template (one named instead of the tokenizer's)
   config.yaml           the resolved training configuration (loadable by ``nlft train --config``)
   adapter/              the final LoRA adapter (PEFT ``save_pretrained``) and tokenizer
   model/                instead of adapter/, the full model when trained without LoRA
@@ -53,6 +55,16 @@ class Run:
     @property
     def method(self) -> str:
         return self.info.get("method", "?")
+
+    @property
+    def templates(self) -> str | None:
+        """The prompt template set training used (a built-in name or a YAML path), if recorded."""
+        return self.info.get("templates")
+
+    @property
+    def chat_template(self) -> str | None:
+        """A chat template named for training instead of the tokenizer's, if recorded."""
+        return self.info.get("chat_template")
 
     def final(self) -> Weights:
         if (self.path / ADAPTER_DIR).is_dir():
