@@ -209,3 +209,40 @@ def test_demo_finishes_and_prints_its_summary(tmp_path):
         assert list((run / "logs").glob("events.out.tfevents.*"))
     nlft_rows = (tmp_path / "demo" / "data" / "nlft.jsonl").read_text().splitlines()
     assert len(nlft_rows) == 12
+
+    # Evaluation of a real demo run: one row per epoch (and the base model as epoch 0), then the comparison.
+    for method in ("nlft", "sft"):
+        run = tmp_path / "demo" / method
+        nlft(
+            "eval",
+            str(run),
+            "--all-checkpoints",
+            "--include-base",
+            "--data",
+            "nlft:sample",
+            "--limit",
+            "2",
+            "--max-new-tokens",
+            "8",
+            "--quiet",
+        )
+        curve = next((run / "eval").glob("*-curve.md")).read_text()
+        rows = [
+            line
+            for line in curve.splitlines()
+            if line.startswith("| ") and line.split("|")[1].strip().isdigit()
+        ]
+        assert [r.split("|")[1].strip() for r in rows] == ["0", "1", "2"]
+    out = tmp_path / "cmp"
+    nlft(
+        "compare",
+        str(tmp_path / "demo" / "nlft"),
+        str(tmp_path / "demo" / "sft"),
+        "--data",
+        "nlft:sample",
+        "--out",
+        str(out),
+    )
+    png = (out / "comparison.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+    assert "nlft" in (out / "comparison.md").read_text()

@@ -597,7 +597,8 @@ def _register_eval(sub) -> None:
     g.add_argument(
         "--data",
         default="gsm8k:test",
-        help="gsm8k:<split>, or a question file (.jsonl/.json/HF dataset) with gold answers",
+        help="gsm8k:<split>, nlft:sample (50 GSM8K test questions shipped with nlft), or a question file "
+        "(.jsonl/.json/HF dataset) with gold answers",
     )
     g.add_argument(
         "--gsm8k-dir",

@@ -140,8 +140,13 @@ def load_question_file(path: str | Path, *, need: str = "gold") -> list[Question
         raise RecordError(exc.problems, hint="Fix the questions above; evaluation needs every one.") from None
 
 
+SAMPLE_DATA = "nlft:sample"  # the first 50 GSM8K test questions, shipped in the package
+
+
 def data_name(spec: str) -> str:
     """The data part of result folder names: ``gsm8k:test`` -> ``test``, ``dir/q.jsonl`` -> ``q``."""
+    if spec == SAMPLE_DATA:
+        return "sample"
     if spec.startswith("gsm8k:"):
         return spec.split(":", 1)[1]
     path = Path(spec)
@@ -149,8 +154,12 @@ def data_name(spec: str) -> str:
 
 
 def load_eval_data(spec: str, gsm8k_dir: str | Path | None = None, *, need: str = "gold") -> EvalData:
-    """``gsm8k:<split>`` (from ``gsm8k_dir``, a folder of ``<split>.jsonl``, or the hub's ``openai/gsm8k``) or a
-    question file."""
+    """``gsm8k:<split>`` (from ``gsm8k_dir``, a folder of ``<split>.jsonl``, or the hub's ``openai/gsm8k``),
+    ``nlft:sample`` (50 GSM8K test questions shipped in the package) or a question file."""
+    if spec == SAMPLE_DATA:
+        from .tiny import SAMPLE_GSM8K_TEST
+
+        return EvalData(spec, data_name(spec), load_gsm8k("test", SAMPLE_GSM8K_TEST))
     if spec.startswith("gsm8k:"):
         split = spec.split(":", 1)[1]
         if not split:
