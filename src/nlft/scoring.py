@@ -59,11 +59,15 @@ class _LinearTokenLogProb(torch.autograd.Function):
         dh = torch.empty_like(h) if want_h else None
         for s in range(0, n, chunk):
             e = min(s + chunk, n)
+            # One [chunk, vocab] buffer, transformed in place: the element-wise passes over it cost as much as the
+            # matmul when each allocates a fresh tensor of that size.
             logits = F.linear(h[s:e], weight, bias).float()
-            lse = torch.logsumexp(logits, dim=-1)
-            out[s:e] = logits.gather(1, targets[s:e, None]).squeeze(1) - lse
+            logits.sub_(logits.amax(dim=-1, keepdim=True))  # shifted: exp can't overflow
+            target = logits.gather(1, targets[s:e, None]).squeeze(1)
+            total = logits.exp_().sum(dim=-1)
+            out[s:e] = target - total.log()
             if want_h:
-                probs = torch.exp(logits - lse[:, None]).to(weight.dtype)
+                probs = logits.div_(total[:, None]).to(weight.dtype)
                 dh[s:e] = (weight[targets[s:e]] - probs @ weight).to(h.dtype)
             del logits
         want_w = ctx.needs_input_grad[1] or (bias is not None and ctx.needs_input_grad[2])

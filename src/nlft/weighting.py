@@ -111,20 +111,16 @@ class TokenWeights:
 
 
 def cluster_mask(
-    hidden: torch.Tensor,
-    seeds: torch.Tensor,
-    mode: ClusterMode = "distance",
-    radius: float = 0.4,
-    *,
-    sync_every: int = 16,
+    hidden: torch.Tensor, seeds: torch.Tensor, mode: ClusterMode = "distance", radius: float = 0.4, *, sync_every: int = 16
 ) -> torch.Tensor:
     """Expand the seed mask into phrases over the hidden states (METHOD.md section 5).
 
     For each seed i the reference walks left, then right (the running centre carried over), absorbing
     neighbour j while the criterion holds and moving the centre to (centre + h_j) / 2. Walks from different
-    seeds are independent, so all of them advance together here, one neighbour per step for every seed, and
-    the host looks at the device only every ``sync_every`` steps (to drop finished walks and stop early) —
-    the reference synchronised once per comparison (Q7). Same result as the reference's loop.
+    seeds are independent, so here they all advance together, one neighbour per step, each turning right as
+    soon as its own left walk stops. The host looks at the device only at steps 1, 2, 4, 8, then every
+    ``sync_every`` steps — to drop finished walks and to stop once the mask is full — where the reference
+    synchronised once per comparison (Q7). The result is the reference's.
     """
     seeds = seeds.to(torch.bool)
     n = seeds.shape[0]
@@ -135,36 +131,42 @@ def cluster_mask(
     h = hidden.detach()
     if h.dtype in (torch.float16, torch.bfloat16):
         h = h.float()
-    start = seeds.nonzero().squeeze(1)
-    if start.numel() == 0:
+    origin = seeds.nonzero().squeeze(1)
+    if origin.numel() == 0:
         return seeds.clone()
     hits = seeds.to(torch.int32)
-    center = h[start].clone()  # one running centre per seed, carried from the left walk into the right walk
-    for step in (-1, 1):
-        rows = torch.arange(start.numel(), device=h.device)  # which seeds are still walking
-        c = center.clone()
-        pos = start + step
-        active = (pos >= 0) & (pos < n)
-        i = 0
-        while True:
-            if i % sync_every == 0:
-                # The only host syncs: drop finished walks, and stop once nothing can change the mask.
-                alive = active.nonzero().squeeze(1)
-                if alive.numel() == 0 or bool(hits.all()):
-                    break
-                if alive.numel() < active.numel():
-                    center[rows] = c
-                    rows, c, pos, active = rows[alive], c[alive], pos[alive], active[alive]
-            safe = pos.clamp(0, n - 1)
-            neighbour = h[safe]
-            cos = F.cosine_similarity(c, neighbour, dim=-1)
-            take = ((1.0 - cos > radius) if mode == "distance" else (1.0 - cos <= radius)) & active
-            hits.scatter_add_(0, safe, take.to(torch.int32))
-            c = torch.where(take.unsqueeze(1), (c + neighbour) / 2, c)
-            pos = pos + step
-            active = take & (pos >= 0) & (pos < n)
-            i += 1
-        center[rows] = c
+    center = h[origin].clone()
+    step = torch.full_like(origin, -1)
+    pos = origin - 1
+    alive = pos >= 0
+    # A seed at position 0 has no left neighbour: its walk starts going right.
+    turn = ~alive
+    pos = torch.where(turn, origin + 1, pos)
+    step = torch.where(turn, torch.ones_like(step), step)
+    alive = alive | (turn & (pos < n))
+    i, check = 0, 0
+    while True:
+        if i == check:
+            # The only host syncs: drop finished walks, and stop once nothing can change the mask.
+            keep = alive.nonzero().squeeze(1)
+            if keep.numel() == 0 or bool(hits.all()):
+                break
+            if keep.numel() < alive.numel():
+                center, pos, step, origin, alive = center[keep], pos[keep], step[keep], origin[keep], alive[keep]
+            check = 2 * check if 0 < check < sync_every else check + (1 if check == 0 else sync_every)
+        safe = pos.clamp(0, n - 1)
+        neighbour = h[safe]
+        cos = F.cosine_similarity(center, neighbour, dim=-1)
+        take = ((1.0 - cos > radius) if mode == "distance" else (1.0 - cos <= radius)) & alive
+        hits.scatter_add_(0, safe, take.to(torch.int32))
+        center = torch.where(take.unsqueeze(1), (center + neighbour) / 2, center)
+        ahead = pos + step
+        go_on = take & (ahead >= 0) & (ahead < n)
+        turn = alive & ~go_on & (step < 0)  # a left walk that stopped turns right, centre carried over
+        pos = torch.where(go_on, ahead, torch.where(turn, origin + 1, pos))
+        step = torch.where(turn, torch.ones_like(step), step)
+        alive = go_on | (turn & (origin + 1 < n))
+        i += 1
     return hits > 0
 
 
