@@ -12,7 +12,8 @@ from . import __version__
 EPILOG = """\
 Typical path:
   nlft data build POOL --size 50 --ratio 2:1 --out data/
-  nlft train --config configs/gsm8k-llama3-8b-nlft.yaml --data data/nlft.jsonl
+  nlft train --config configs/gsm8k-llama3-8b-nlft.yaml --data data/nlft.jsonl --saliency_steps 10
+  nlft studio runs/gsm8k-llama3-8b-nlft      # watch and tune the token weights while it trains
 See the README for the method and for running on real models."""
 
 
@@ -216,7 +217,7 @@ def _register_demo(sub) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# nlft saliency
+# nlft saliency / nlft studio
 # ----------------------------------------------------------------------------------------------------------------
 
 
@@ -334,11 +335,41 @@ def _register_saliency(sub) -> None:
     p.set_defaults(func=_saliency)
 
 
+def _studio(args: argparse.Namespace) -> int:
+    from .studio import serve
+
+    _setup_logging()
+    return serve(args.run_dir, host=args.host, port=args.port, open_browser=args.open)
+
+
+def _register_studio(sub) -> None:
+    p = _add(
+        sub,
+        "studio",
+        "a local web app to tune the NLFT weighting by looking, live while training runs",
+        "Serve RUN_DIR's saliency snapshots (written by nlft train --saliency_steps K) as a web page: every\n"
+        "response token of the probe records coloured by its NLFT weight, new snapshots picked up as training\n"
+        "writes them, and a control for every weighting setting that re-weights the tokens at once (computed\n"
+        "by the trainer's own weighting functions, server-side). 'write YAML' saves the chosen settings as\n"
+        "RUN_DIR/studio-weighting.yaml, which nlft train --config and nlft saliency --weighting accept.\n"
+        "Only files of RUN_DIR are served; by default only to this machine (127.0.0.1).\n\n"
+        "  nlft demo && nlft studio runs/demo/nlft",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (nlft train --output_dir)")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (other than loopback: reachable by others)"
+    )
+    p.add_argument("--port", type=int, default=8765, help="port (0: any free one)")
+    p.add_argument("--open", action="store_true", help="open the page in a web browser")
+    p.set_defaults(func=_studio)
+
+
 REGISTRARS: list[Callable] = [
     _register_data,
     _register_train,
     _register_demo,
     _register_saliency,
+    _register_studio,
 ]
 
 
