@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import TrainerCallback
@@ -32,6 +32,9 @@ from .prompts import EncodedRecord
 from .records import Record
 from .runs import SALIENCY_DIR
 from .weighting import TokenWeights, WeightingConfig, token_weights
+
+if TYPE_CHECKING:
+    from .trainer import RecordScores
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +125,7 @@ class ProbeRecord:
 
 
 def probe_records(
-    scores, encoded: Sequence[EncodedRecord], texts: dict[str, Record], tokenizer
+    scores: Sequence[RecordScores], encoded: Sequence[EncodedRecord], texts: dict[str, Record], tokenizer
 ) -> list[ProbeRecord]:
     """``ProbeRecord``s from ``RecordScores`` (``NLFTTrainer.score_batch`` / ``trainer.batch_scores``) of
     ``encoded``, in the same order, with the question and judgment of ``texts[id]``."""

@@ -352,6 +352,9 @@ class StudioHandler(BaseHTTPRequestHandler):
             self._error(HTTPStatus.INTERNAL_SERVER_ERROR, str(exc))
         except (BrokenPipeError, ConnectionResetError):
             pass
+        except Exception as exc:  # keep serving; say what went wrong instead of dropping the connection
+            logger.exception("studio: %s %s failed", self.command, self.path)
+            self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"{type(exc).__name__}: {exc}")
 
     # -- routes --------------------------------------------------------------------------------------------------
     def do_GET(self) -> None:  # noqa: N802 - the base class's name

@@ -15,6 +15,8 @@ const app = {
   seq: 0, // the newest request; answers to older ones are dropped
   timer: null,
   showWeights: true,
+  lastStatus: "",
+  unreachable: false,
 };
 
 async function api(path, body) {
@@ -32,6 +34,7 @@ function status(text, isError) {
   const el = $("#status");
   el.textContent = text;
   el.classList.toggle("error", Boolean(isError));
+  if (!isError) app.lastStatus = text;
 }
 
 function el(tag, props, children) {
@@ -167,7 +170,10 @@ async function poll() {
     const fresh = data.steps.length !== app.steps.length || data.latest !== app.steps[app.steps.length - 1];
     if (fresh) listSteps(data.steps);
     if (data.latest !== null && $("#follow").checked && data.latest !== app.step) await show(data.latest);
+    else if (app.unreachable) status(app.lastStatus); // reachable again
+    app.unreachable = false;
   } catch (err) {
+    app.unreachable = true;
     status("studio unreachable: " + (err.message || err), true);
   }
 }
