@@ -110,11 +110,13 @@ def test_weighting_file_takes_weighting_fields_and_names_typos(tmp_path):
 
 
 def test_snapshots_give_the_trainers_weights_at_that_step(tmp_path, monkeypatch):
-    """A snapshot's views equal token_weights of trainer.score_batch at that step (same batch: exactly), and
-    the weights compute_loss uses on those records in the next step (another batch order: to rounding)."""
+    """A snapshot's views (and what the studio sends) equal token_weights of trainer.score_batch at that step
+    (same batch: exactly), and the weights compute_loss uses on those records in the next step (another batch
+    order: to rounding)."""
     from transformers import TrainerCallback
 
     import nlft.trainer as trainer_module
+    from nlft.studio import Studio
     from nlft.train import train
 
     in_loss: dict[tuple[int, str], object] = {}
@@ -155,11 +157,13 @@ def test_snapshots_give_the_trainers_weights_at_that_step(tmp_path, monkeypatch)
             with torch.no_grad():
                 scores = real_score_batch(trainer, trainer.model, batch)
             trainer.model.train()
-            for rec, s in zip(snap.records, scores):
+            shown = Studio(args.output_dir).view(state.global_step)["records"]  # what nlft studio sends
+            for rec, s, page in zip(snap.records, scores, shown):
                 view = record_view(rec, snap.weighting)
                 expected = token_weights(s.correct, s.p_base, s.p_std, s.p_judge, s.hidden, trainer.weighting)
-                assert rec.id == s.id
+                assert rec.id == s.id == page["id"]
                 assert [t.weight for t in view.tokens] == expected.weight.tolist()
+                assert [t["weight"] for t in page["tokens"]] == expected.weight.tolist()
                 assert torch.equal(view.weights.cluster, expected.cluster)
             checked.append(state.global_step)
             return control

@@ -175,3 +175,23 @@ def test_reference_probs_initial_scores_with_the_adapter_off(tiny_run, tmp_path)
         make_report(
             tmp_path / "x.html", model=str(tiny_run / "base-model"), data=data, reference_probs="initial"
         )
+
+
+def test_report_of_a_cached_run_scores_as_it_trained(tmp_path):
+    """A run with reference_probs: cached took p_std/p_judge from the frozen base model; so does its report."""
+    from nlft.train import train
+
+    from .conftest import VISIBLE
+    from .test_trainer import config
+
+    train(*config(tmp_path, *VISIBLE, "--reference_probs", "cached", "--max_steps", "1", "--learning_rate", "1e-2", "--warmup_steps", "0",
+                  "--per_device_train_batch_size", "4", "--saliency_steps", "1", "--saliency_probe", "4"))  # fmt: skip
+    run = tmp_path / "run"
+    last = load_snapshot(list_snapshots(run)[-1][1])
+    report = make_report(tmp_path / "r.html", model=str(run), progress=False)
+    assert "reference probs: <code>initial</code>" in report.path.read_text()
+    by_id = {r.id: r for r in last.records}
+    for v in report.views:
+        assert [t.p_std for t in v.tokens] == pytest.approx(by_id[v.id].p_std.tolist(), rel=1e-5)
+    live = make_report(tmp_path / "l.html", model=str(run), reference_probs="live", progress=False)
+    assert [t.p_std for t in live.views[0].tokens] != pytest.approx([t.p_std for t in report.views[0].tokens])

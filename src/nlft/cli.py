@@ -309,8 +309,9 @@ def _register_saliency(sub) -> None:
     p.add_argument(
         "--reference-probs",
         choices=["live", "initial"],
-        default="live",
-        help="score X_std/X_judge with the adapter on (live) or off (initial: the frozen base model)",
+        default=None,
+        help="score X_std/X_judge with the adapter on (live) or off (initial: the frozen base model); "
+        "default: as the run trained (its cached probabilities are the frozen base model's), else live",
     )
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")

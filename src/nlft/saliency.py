@@ -609,7 +609,7 @@ def make_report(
     chat_template: str | None = None,
     eos_token: str | None = None,
     max_length: int | None = None,
-    reference_probs: str = "live",
+    reference_probs: str | None = None,
     weighting: str | None = None,
     overrides: dict[str, Any] | None = None,
     dtype: str = "auto",
@@ -619,8 +619,9 @@ def make_report(
 ) -> Report:
     """Score records with ``model`` (or read a training ``snapshot``), weigh them, write an HTML report.
 
-    A run folder as ``model`` supplies what it trained with — data, templates, max_length and the weighting —
-    unless given here. The weighting is then laid over with the ``weighting`` YAML and the ``overrides``.
+    A run folder as ``model`` supplies what it trained with — data, templates, max_length, the weighting and
+    where p_std/p_judge came from (``cached`` ones came from the frozen base model: ``initial`` here) — unless
+    given here. The weighting is then laid over with the ``weighting`` YAML and the ``overrides``.
     """
     from .jsonl import atomic_write_text
     from .visualisation import render_report
@@ -649,6 +650,8 @@ def make_report(
             raise ValueError("no records: pass --data (a records file, or nlft:sample)")
         base = _weighting_of(trained) if trained else WeightingConfig()
         cfg = resolve_weighting(base, weighting, overrides)
+        if reference_probs is None:
+            reference_probs = "initial" if trained.get("reference_probs") in ("initial", "cached") else "live"
         net, tokenizer, weights = load_model(model, dtype=dtype, device=device)
         texts = load_records(resolve_data(data), split=split or trained.get("data_split"))[:limit]
         encoder = RecordEncoder(
