@@ -420,7 +420,9 @@ class SaliencySnapshots(TrainerCallback):
             reference_probs=trainer.args.reference_probs,
         )
         self._last_step = step
-        return write_snapshot(self.run_dir, snap)
+        path = write_snapshot(self.run_dir, snap)
+        logger.debug("saliency snapshot of step %d: %s", step, path)
+        return path
 
     def on_train_begin(self, args, state, control, **kwargs):
         if state.is_world_process_zero:

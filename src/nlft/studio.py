@@ -51,7 +51,8 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 @dataclass(frozen=True)
 class Control:
-    """One weighting setting's control on the page. ``log``: the slider moves over log10 of the value."""
+    """One weighting setting's control on the page. ``log``: the slider moves over log10 of the value, in
+    steps of ``step`` (so a probability threshold can be set from 1e-6 to 0.5 with one slider)."""
 
     name: str
     label: str
@@ -67,10 +68,10 @@ CONTROLS = (
     Control("threshold", "θ, sigmoid centre", "Wrong records: blamed tokens", 0.0, 5.0, 0.05),
     Control("unlikelihood_factor", "unlikelihood factor", "Wrong records: blamed tokens", 0.0, 5.0, 0.05),
     Control("ratio_threshold", "ratio threshold", "Wrong records: blamed tokens", 0.5, 5.0, 0.05),
-    Control("judge_floor", "judge floor", "Wrong records: blamed tokens", 1e-6, 0.5, log=True),
+    Control("judge_floor", "judge floor", "Wrong records: blamed tokens", 1e-6, 0.5, 0.02, log=True),
     Control("blamed_fraction_cutoff", "blamed fraction cutoff", "Wrong records: the rest", 0.0, 1.0, 0.005),
     Control("keep_exponent", "keep exponent", "Wrong records: the rest", 0.0, 2.0, 0.05),
-    Control("correct_confidence", "confidence c", "Correct records", 1e-5, 0.999, log=True),
+    Control("correct_confidence", "confidence c", "Correct records", 1e-5, 0.999, 0.01, log=True),
     Control("salient_exponent", "salient exponent", "Correct records", 0.5, 10.0, 0.1),
     Control("cluster_exponent", "cluster exponent", "Correct records", 0.0, 2.0, 0.05),
     Control("other_exponent", "other exponent", "Correct records", 0.0, 2.0, 0.05),

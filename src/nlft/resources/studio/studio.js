@@ -78,7 +78,7 @@ function buildControls(controls) {
         id: "ctl-" + c.name,
         min: c.log ? Math.log10(c.min) : c.min,
         max: c.log ? Math.log10(c.max) : c.max,
-        step: c.log ? 0.01 : c.step,
+        step: c.step,
       });
       range.addEventListener("input", () => {
         const v = c.log ? shortNumber(10 ** Number(range.value)) : Number(range.value);
