@@ -56,7 +56,9 @@ def states(kind: str, n: int, d: int, device: str, g: torch.Generator) -> torch.
         i = 0
         while i < n:
             length = int(torch.randint(2, 12, (1,), generator=g))
-            h[i : i + length] = torch.randn(d, generator=g) + 0.1 * torch.randn(min(length, n - i), d, generator=g)
+            h[i : i + length] = torch.randn(d, generator=g) + 0.1 * torch.randn(
+                min(length, n - i), d, generator=g
+            )
             i += length
     else:
         raise ValueError(kind)
@@ -76,13 +78,22 @@ def timeit(fn, repeat: int, device: str) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--tokens", type=int, default=1024)
     parser.add_argument("--hidden", type=int, default=4096)
-    parser.add_argument("--salient", type=float, nargs="+", default=[0.02, 0.1, 0.3], help="fractions of seed tokens")
+    parser.add_argument(
+        "--salient", type=float, nargs="+", default=[0.02, 0.1, 0.3], help="fractions of seed tokens"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--reference-limit", type=float, default=120.0, help="skip the reference loop where it would take longer (s)")
+    parser.add_argument(
+        "--reference-limit",
+        type=float,
+        default=120.0,
+        help="skip the reference loop where it would take longer (s)",
+    )
     args = parser.parse_args()
     g = torch.Generator().manual_seed(0)
     print(f"## Clustering: {args.tokens} response tokens, hidden {args.hidden}, {args.device}, float32\n")
@@ -94,7 +105,9 @@ def main() -> None:
             for frac in args.salient:
                 seeds = (torch.rand(args.tokens, generator=g) < frac).to(args.device)
                 ours = cluster_mask(hidden, seeds, mode, 0.4)
-                t_ours = timeit(lambda: cluster_mask(hidden, seeds, mode, 0.4), args.repeat, args.device)
+                t_ours = timeit(
+                    lambda h=hidden, s=seeds, m=mode: cluster_mask(h, s, m, 0.4), args.repeat, args.device
+                )
                 # Estimate the reference's cost from one run; skip it where it would be prohibitive.
                 t0 = time.perf_counter()
                 ref = reference_walk(hidden, seeds, mode, 0.4) if frac <= 0.1 or kind != "random" else None
@@ -103,7 +116,10 @@ def main() -> None:
                     assert torch.equal(ours.cpu(), ref.cpu()), (kind, mode, frac)
                 ref_ms = f"{1000 * t_ref:.0f}" if t_ref is not None else "skipped"
                 speed = f"{t_ref / t_ours:.0f}x" if t_ref is not None else "-"
-                print(f"| {kind} | {mode} | {int(seeds.sum())} | {int(ours.sum())} | {1000 * t_ours:.1f} | {ref_ms} | {speed} |", flush=True)
+                print(
+                    f"| {kind} | {mode} | {int(seeds.sum())} | {int(ours.sum())} | {1000 * t_ours:.1f} | {ref_ms} | {speed} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

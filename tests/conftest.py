@@ -69,6 +69,48 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return save_tiny_model(tmp_path_factory.mktemp("tiny") / "model", seed=0)
 
 
+def make_probe(record_id: str, correct: bool, n: int = 24, seed: int = 0, tokens: list[str] | None = None):
+    """A ``ProbeRecord`` with made-up probabilities where the weighting has something to do: a wrong record
+    gets tokens the judgment makes much likelier (blamed under the default settings), a correct one tokens the
+    standard answer makes near-certain (confirmed)."""
+    import torch
+
+    from nlft.saliency import ProbeRecord
+
+    gen = torch.Generator().manual_seed(seed)
+    p_base = torch.rand(n, generator=gen) * 0.5 + 0.05
+    p_std = torch.rand(n, generator=gen) * 0.5 + 0.05
+    picked = torch.randperm(n, generator=gen)[: max(n // 6, 1)]
+    p_judge = None
+    if correct:
+        p_std[picked] = 0.96 + 0.04 * torch.rand(picked.numel(), generator=gen)
+    else:
+        p_judge = p_base * (0.5 + torch.rand(n, generator=gen))
+        p_judge[picked] = (p_base[picked] * 3).clamp(max=0.99)
+        p_std[picked] = p_judge[picked] / 3
+    texts = tokens or [f" w{i}" if i % 7 else f" w{i}\n" for i in range(n)]
+    return ProbeRecord(
+        id=record_id,
+        correct=correct,
+        question=f"Question of {record_id}?",
+        judgment=None if correct else f"Judgment of {record_id}: step 2 is wrong.",
+        token_ids=list(range(100, 100 + n)),
+        tokens=list(texts),
+        p_base=p_base,
+        p_std=p_std,
+        p_judge=p_judge,
+        hidden=torch.randn(n, 16, generator=gen),
+    )
+
+
+# Settings under which some of the tiny random model's tokens are blamed, some confirmed and some clustered (its
+# probabilities are ~1/4096, its ratios ~1, its neighbouring hidden states ~0.9 apart in cosine distance), so
+# that weights compared in tests are not all alike.
+VISIBLE = [
+    "--judge_floor", "0", "--ratio_threshold", "1.0", "--correct_confidence", "0.00025", "--cluster_radius", "0.95",
+]  # fmt: skip
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """A run folder as `nlft train` writes it (runs.py): a tiny base model, run.json, a real PEFT LoRA adapter
@@ -105,3 +147,28 @@ def tiny_run(tmp_path_factory) -> Path:
         json.dumps({"base_model": str(base), "method": "nlft", "epochs": [1, 2, 3]}), encoding="utf-8"
     )
     return run
+
+
+@pytest.fixture(scope="session")
+def snapshot_run(tmp_path_factory) -> Path:
+    """A finished two-step NLFT run of the tiny model on four records, with a saliency snapshot every step."""
+    from nlft.config import parse_train_args
+    from nlft.jsonl import atomic_write_jsonl
+    from nlft.train import train
+
+    from .test_trainer import ROWS
+
+    root = tmp_path_factory.mktemp("tiny-run")
+    atomic_write_jsonl(root / "data.jsonl", ROWS)
+    train(
+        *parse_train_args(
+            [
+                "--data", str(root / "data.jsonl"), "--model_name_or_path", "nlft:tiny", "--output_dir", str(root / "run"),
+                "--dtype", "float32", "--use_cpu", "true", "--report_to", "none", "--disable_tqdm", "true",
+                "--lora_dropout", "0", "--max_length", "512", "--save_strategy", "no", "--max_steps", "2",
+                "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1", "--learning_rate", "1e-2",
+                "--saliency_steps", "1", "--saliency_probe", "4", *VISIBLE,
+            ]
+        )
+    )  # fmt: skip
+    return root / "run"

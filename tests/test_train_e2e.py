@@ -209,6 +209,9 @@ def test_demo_finishes_and_prints_its_summary(tmp_path):
         assert list((run / "logs").glob("events.out.tfevents.*"))
     nlft_rows = (tmp_path / "demo" / "data" / "nlft.jsonl").read_text().splitlines()
     assert len(nlft_rows) == 12
+    # The NLFT run keeps a saliency snapshot of every step (6 steps, and the start) for nlft studio.
+    assert len(list((tmp_path / "demo" / "nlft" / "saliency").glob("step-*.pt"))) == 7
+    assert f"nlft studio {tmp_path / 'demo' / 'nlft'}" in out.stdout
 
     # Evaluation of a real demo run: one row per epoch (and the base model as epoch 0), then the comparison.
     for method in ("nlft", "sft"):

@@ -8,7 +8,7 @@ import torch
 from nlft.config import parse_train_args
 from nlft.jsonl import atomic_write_jsonl
 from nlft.train import load_training_model, prepare_records, train
-from nlft.trainer import NLFTCollator, NLFTTrainer, compute_reference_cache
+from nlft.trainer import NLFTCollator, NLFTTrainer, compute_reference_cache, scoring_probs
 
 Q = "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many clips did she sell?"
 REF = "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nNatalia sold 48+24 = <<48+24=72>>72 clips altogether.\n#### 72"
@@ -208,12 +208,11 @@ def test_reference_probs_initial_scores_the_frozen_base(tmp_path):
     frozen = compute_reference_cache(trainer.model, records, collator, progress=False)
     trainer.train()
     batch = collator([r.to_features() for r in records])
-    p_std, p_judge = trainer._scoring_probs(trainer.model, batch)
+    p_std, p_judge = scoring_probs(trainer.model, batch, reference_probs="initial")
     for i, rec in enumerate(records):
         assert torch.allclose(p_std[i], frozen[rec.id]["std"], atol=1e-6)
     # With the adapter on, the trained model scores differently from the frozen base.
-    trainer.args.reference_probs = "live"
-    live_std, _ = trainer._scoring_probs(trainer.model, batch)
+    live_std, _ = scoring_probs(trainer.model, batch, reference_probs="live")
     assert not torch.allclose(live_std[0], frozen[records[0].id]["std"], atol=1e-6)
 
 

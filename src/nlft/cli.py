@@ -16,6 +16,9 @@ Typical path:
   nlft data build judged.jsonl --size 50 --ratio 2:1 --out data/
   (or all three at once: nlft data make GSM8K_DIR --model M --size 50 --out DIR)
   nlft train --config configs/gsm8k-llama3-8b-nlft.yaml --data data/nlft.jsonl
+  nlft studio runs/gsm8k-llama3-8b-nlft                   watch and tune the token weights (--saliency_steps)
+  nlft eval runs/gsm8k-llama3-8b-nlft --all-checkpoints   GSM8K accuracy of every epoch
+  nlft compare runs/gsm8k-llama3-8b-nlft runs/gsm8k-llama3-8b-sft
 See the README for the method and for running on real models."""
 
 
@@ -756,6 +759,155 @@ def _register_merge(sub) -> None:
     p.set_defaults(func=_merge)
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# nlft saliency / nlft studio
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _saliency(args: argparse.Namespace) -> int:
+    from .saliency import make_report
+    from .weighting import WeightingConfig
+
+    _setup_logging()
+    report = make_report(
+        args.out,
+        model=args.model,
+        snapshot=args.snapshot,
+        step=args.step,
+        data=args.data,
+        split=args.split,
+        limit=args.limit,
+        templates=args.templates,
+        chat_template=args.chat_template,
+        eos_token=args.eos_token,
+        max_length=args.max_length,
+        reference_probs=args.reference_probs,
+        weighting=args.weighting,
+        overrides={name: getattr(args, name, None) for name in WeightingConfig.names()},
+        dtype=args.dtype,
+        device=args.device,
+        batch_size=args.batch_size,
+    )
+    for v in report.views:
+        what = f"{v.salient} confirmed" if v.correct else f"{v.salient} blamed"
+        print(
+            f"  {v.id:<28} {'correct' if v.correct else 'wrong':<7} {v.n:>5} tokens  {what:<13} mean weight {v.mean_weight:.3g}"
+        )
+    print(f"wrote {report.path} ({len(report.views)} records)")
+    return 0
+
+
+def _register_saliency(sub) -> None:
+    from dataclasses import fields
+
+    from .weighting import WeightingConfig
+
+    p = _add(
+        sub,
+        "saliency",
+        "render an HTML saliency map: every response token coloured by its NLFT weight",
+        "Score records under their three prompts and write a self-contained HTML report (no network assets):\n"
+        "each response token coloured by how NLFT weighs it (likelihood weight green, blamed tokens red, cluster\n"
+        "neighbours dashed), the numbers behind it on hover, and per record the question, judgment and counts.\n"
+        "The weights come from the trainer's own weighting functions. A run folder as --model brings its data,\n"
+        "templates and weighting settings; --snapshot renders a snapshot stored during training instead.\n\n"
+        "  nlft saliency --model runs/demo/nlft --out saliency.html\n"
+        "  nlft saliency --model MODEL --data data/nlft.jsonl --weighting RUN/studio-weighting.yaml\n"
+        "  nlft saliency --snapshot runs/demo/nlft --threshold 1.1",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument(
+        "--model", help="hub id, model folder, LoRA adapter folder or run folder (its final adapter)"
+    )
+    src.add_argument(
+        "--snapshot",
+        help="a training snapshot: RUN/saliency/step-N.pt, or a run folder (its newest, or --step)",
+    )
+    p.add_argument("--step", type=int, default=None, help="with --snapshot RUN: the step to show")
+    p.add_argument(
+        "--data", help="records (.jsonl/.json/HF dataset, or nlft:sample); default: the run's data"
+    )
+    p.add_argument("--split", default=None, help="split, for Hugging Face datasets")
+    p.add_argument("--limit", type=int, default=8, help="records to show (the first ones)")
+    p.add_argument("--out", default="saliency.html", help="the HTML file to write")
+    p.add_argument(
+        "--templates",
+        default=None,
+        help="prompt template set: math, generic or a YAML file (default: the run's, else math)",
+    )
+    p.add_argument(
+        "--chat-template",
+        default=None,
+        help="chat template for tokenizers without one (llama3 or a Jinja file)",
+    )
+    p.add_argument(
+        "--eos-token", default=None, help="token that ends a response (default: the tokenizer's EOS)"
+    )
+    p.add_argument(
+        "--max-length",
+        type=int,
+        default=None,
+        help="longest sequence; prompts are cut from the left (default: the run's, else 2048)",
+    )
+    p.add_argument(
+        "--reference-probs",
+        choices=["live", "initial"],
+        default=None,
+        help="score X_std/X_judge with the adapter on (live) or off (initial: the frozen base model); "
+        "default: as the run trained (its cached probabilities are the frozen base model's), else live",
+    )
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    p.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
+    p.add_argument("--batch-size", type=int, default=4, help="records scored at once")
+    w = p.add_argument_group(
+        "weighting",
+        "Start from the run's settings (or the reference defaults), then --weighting, then these flags.",
+    )
+    w.add_argument(
+        "--weighting", default=None, help="YAML of weighting fields (e.g. the one nlft studio writes)"
+    )
+    for f in fields(WeightingConfig):
+        if f.name == "prob_floor":  # enters the loss only, never a weight
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if f.name == "cluster":
+            w.add_argument(
+                flag, dest=f.name, choices=f.metadata["choices"], default=None, help=f.metadata["help"]
+            )
+        else:
+            w.add_argument(flag, dest=f.name, type=float, default=None, help=f.metadata["help"])
+    p.set_defaults(func=_saliency)
+
+
+def _studio(args: argparse.Namespace) -> int:
+    from .studio import serve
+
+    _setup_logging()
+    return serve(args.run_dir, host=args.host, port=args.port, open_browser=args.open)
+
+
+def _register_studio(sub) -> None:
+    p = _add(
+        sub,
+        "studio",
+        "a local web app to tune the NLFT weighting by looking, live while training runs",
+        "Serve RUN_DIR's saliency snapshots (written by nlft train --saliency_steps K) as a web page: every\n"
+        "response token of the probe records coloured by its NLFT weight, new snapshots picked up as training\n"
+        "writes them, and a control for every weighting setting that re-weights the tokens at once (computed\n"
+        "by the trainer's own weighting functions, server-side). 'write YAML' saves the chosen settings as\n"
+        "RUN_DIR/studio-weighting.yaml, which nlft train --config and nlft saliency --weighting accept.\n"
+        "Only files of RUN_DIR are served; by default only to this machine (127.0.0.1).\n\n"
+        "  nlft demo && nlft studio runs/demo/nlft",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (nlft train --output_dir)")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (other than loopback: reachable by others)"
+    )
+    p.add_argument("--port", type=int, default=8765, help="port (0: any free one)")
+    p.add_argument("--open", action="store_true", help="open the page in a web browser")
+    p.set_defaults(func=_studio)
+
+
 REGISTRARS: list[Callable] = [
     _register_data,
     _register_sample,
@@ -764,6 +916,8 @@ REGISTRARS: list[Callable] = [
     _register_eval,
     _register_compare,
     _register_merge,
+    _register_saliency,
+    _register_studio,
     _register_demo,
 ]
 

@@ -15,12 +15,16 @@ import time
 from pathlib import Path
 
 from .builder import build_dataset
+from .saliency import list_snapshots
 from .tiny import SAMPLE_RECORDS
 
 
 def _train_args(method: str, data: Path, out: Path, epochs: int, seed: int) -> list[str]:
-    # The same settings as configs/tiny-nlft.yaml and configs/tiny-sft.yaml.
+    # The same settings as configs/tiny-nlft.yaml and configs/tiny-sft.yaml, plus, for NLFT, a saliency snapshot
+    # of 4 records after every step for `nlft studio`.
+    snapshots = ["--saliency_steps", "1", "--saliency_probe", "4"] if method == "nlft" else []
     return [
+        *snapshots,
         "--method", method,
         "--data", str(data),
         "--model_name_or_path", "nlft:tiny",
@@ -99,5 +103,10 @@ def run_demo(args: argparse.Namespace) -> int:
             f"salient fraction of correct ones {last.get('salient_fraction', 0):.3f}"
         )
         print("  (a random-weight model confirms and blames almost nothing; real models do — see the README)")
+    snapshots = len(list_snapshots(nlft.run_dir))
     print(f"\nTensorBoard: tensorboard --logdir {out}")
+    print(
+        f"Saliency:    nlft studio {nlft.run_dir}    ({snapshots} snapshots of 4 records; tune the weighting live)"
+    )
+    print(f"             nlft saliency --model {nlft.run_dir} --out {out / 'saliency.html'}")
     return 0

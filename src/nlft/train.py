@@ -257,6 +257,22 @@ def _reference_cache(model, encoded, collator, train_cfg: NLFTConfig, run_dir: P
     return torch.load(path, weights_only=True)["records"]
 
 
+def _saliency_snapshots(data: DataConfig, train_cfg: NLFTConfig, run_dir: Path, records):
+    """The snapshot callback of ``saliency_steps`` (``nlft studio``), or None when they are off."""
+    if train_cfg.saliency_steps <= 0:
+        return None
+    if data.method != "nlft":
+        logger.warning(
+            "saliency_steps is ignored with method %s: snapshots show the NLFT weighting", data.method
+        )
+        return None
+    from .saliency import snapshot_callback
+
+    # The question and judgment texts to show with the probe records (the encoded records hold only ids).
+    texts = load_records(resolve_data(data.data), skip_invalid=True, split=data.data_split)
+    return snapshot_callback(run_dir, records, texts, train_cfg.saliency_steps, train_cfg.saliency_probe)
+
+
 def _sft_config(train_cfg: NLFTConfig):
     """trl's ``SFTConfig`` with every TrainingArguments field taken from the NLFT config (same schedule)."""
     from transformers import TrainingArguments
@@ -333,6 +349,9 @@ def train(
 
     epoch_saver = SaveEveryEpoch(run_dir, on_saved=saved)
     all_callbacks = [epoch_saver, *(callbacks or [])]
+    snapshots = _saliency_snapshots(data, train_cfg, run_dir, records)
+    if snapshots is not None:
+        all_callbacks.insert(1, snapshots)  # before the caller's callbacks: theirs see the step's snapshot
     if data.method == "nlft":
         dataset = datasets.Dataset.from_list([r.to_features() for r in records])
         collator = NLFTCollator(tokenizer.pad_token_id)
@@ -364,6 +383,8 @@ def train(
             callbacks=all_callbacks,
         )
     epoch_saver.trainer = trainer
+    if snapshots is not None:
+        snapshots.trainer = trainer
     for cb in callbacks or []:
         if hasattr(cb, "trainer") and cb.trainer is None:
             cb.trainer = trainer

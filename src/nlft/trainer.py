@@ -165,6 +165,102 @@ def compute_reference_cache(
     return cache
 
 
+def _score(model, inputs: dict, kind: str, chunk_size: int, rows: list[int] | None = None) -> Scored:
+    lens = inputs["response_lens"] if rows is None else [inputs["response_lens"][i] for i in rows]
+    return score_responses(
+        model,
+        inputs[f"{kind}_input_ids"],
+        inputs[f"{kind}_attention_mask"],
+        inputs[f"{kind}_prompt_lens"],
+        lens,
+        chunk_size=chunk_size,
+    )
+
+
+def scoring_probs(
+    net,
+    inputs: dict,
+    *,
+    reference_probs: str = "live",
+    reference_cache: dict[str, dict[str, torch.Tensor]] | None = None,
+    chunk_size: int = 1024,
+) -> tuple[list[torch.Tensor], dict[int, torch.Tensor]]:
+    """p_std for every record and p_judge for the wrong ones (by batch row), by ``reference_probs`` (Q6).
+
+    ``net`` is the unwrapped model: these passes take no gradient, so DDP/FSDP wrappers need not see them.
+    """
+    rows = inputs["judge_rows"]
+    if reference_probs == "cached":
+        if reference_cache is None:
+            raise ValueError("reference_probs=cached needs the cached probabilities")
+        device = inputs["base_input_ids"].device
+        entries = [reference_cache[i] for i in inputs["ids"]]
+        p_std = [e["std"].to(device) for e in entries]
+        return p_std, {r: entries[r]["judge"].to(device) for r in rows}
+    if reference_probs == "initial" and not hasattr(net, "disable_adapter"):
+        raise ValueError("reference_probs=initial scores with the adapter disabled, so it needs a LoRA model")
+    adapter_off = net.disable_adapter() if reference_probs == "initial" else nullcontext()
+    was_training = net.training
+    net.eval()  # scoring probabilities without dropout
+    try:
+        with torch.no_grad(), adapter_off:
+            p_std = [lp.exp() for lp in _score(net, inputs, "std", chunk_size).split()]
+            judge = _score(net, inputs, "judge", chunk_size, rows).split() if rows else []
+    finally:
+        net.train(was_training)
+    return p_std, {r: lp.exp() for r, lp in zip(rows, judge)}
+
+
+def batch_scores(
+    model,
+    inputs: dict,
+    *,
+    reference_probs: str = "live",
+    reference_cache: dict[str, dict[str, torch.Tensor]] | None = None,
+    chunk_size: int = 1024,
+    judge_grad: bool = False,
+    scoring_model=None,
+) -> list[RecordScores]:
+    """Each record's inputs to the weighting and the loss, from a collated batch (``NLFTCollator``).
+
+    The X_base pass runs through ``model`` (with gradient when enabled: the training pass); the scoring passes
+    through ``scoring_model`` (default ``model``). ``judge_grad`` adds the X_judge pass with gradient
+    (``incorrect_sft: judge``). ``NLFTTrainer.score_batch`` and ``nlft saliency`` both call this.
+    """
+    base = score_responses(
+        model,
+        inputs["base_input_ids"],
+        inputs["base_attention_mask"],
+        inputs["base_prompt_lens"],
+        inputs["response_lens"],
+        want_hidden=True,
+        chunk_size=chunk_size,
+    )
+    p_std, p_judge = scoring_probs(
+        scoring_model if scoring_model is not None else model,
+        inputs,
+        reference_probs=reference_probs,
+        reference_cache=reference_cache,
+        chunk_size=chunk_size,
+    )
+    judge_with_grad: dict[int, torch.Tensor] = {}
+    if judge_grad and inputs["judge_rows"]:
+        scored = _score(model, inputs, "judge", chunk_size, inputs["judge_rows"]).split()
+        judge_with_grad = {r: lp.exp() for r, lp in zip(inputs["judge_rows"], scored)}
+    return [
+        RecordScores(
+            inputs["ids"][r],
+            inputs["correct"][r],
+            logp.exp(),
+            p_std[r],
+            p_judge.get(r),
+            hidden,
+            judge_with_grad.get(r),
+        )
+        for r, (logp, hidden) in enumerate(zip(base.split(), base.split_hidden()))
+    ]
+
+
 class NLFTTrainer(Trainer):
     """``Trainer`` whose loss is NLFT's. ``args`` is an ``NLFTConfig``."""
 
@@ -190,38 +286,6 @@ class NLFTTrainer(Trainer):
             count = self.accelerator.gather(count).sum()
         return count
 
-    # -- scoring -------------------------------------------------------------------------------------------------
-    def _score(self, model, inputs: dict, kind: str, rows: list[int] | None = None) -> Scored:
-        lens = inputs["response_lens"] if rows is None else [inputs["response_lens"][i] for i in rows]
-        return score_responses(
-            model,
-            inputs[f"{kind}_input_ids"],
-            inputs[f"{kind}_attention_mask"],
-            inputs[f"{kind}_prompt_lens"],
-            lens,
-            chunk_size=self.args.logits_chunk_size,
-        )
-
-    def _scoring_probs(self, model, inputs: dict) -> tuple[list[torch.Tensor], dict[int, torch.Tensor]]:
-        """p_std for every record and p_judge for the wrong ones, by ``reference_probs``."""
-        rows = inputs["judge_rows"]
-        if self.args.reference_probs == "cached":
-            device = inputs["base_input_ids"].device
-            entries = [self.reference_cache[i] for i in inputs["ids"]]
-            p_std = [e["std"].to(device) for e in entries]
-            return p_std, {r: entries[r]["judge"].to(device) for r in rows}
-        net = self.accelerator.unwrap_model(model)
-        adapter_off = net.disable_adapter() if self.args.reference_probs == "initial" else nullcontext()
-        was_training = net.training
-        net.eval()  # scoring probabilities without dropout
-        try:
-            with torch.no_grad(), adapter_off:
-                p_std = [lp.exp() for lp in self._score(net, inputs, "std").split()]
-                judge = self._score(net, inputs, "judge", rows).split() if rows else []
-        finally:
-            net.train(was_training)
-        return p_std, {r: lp.exp() for r, lp in zip(rows, judge)}
-
     # -- the loss ------------------------------------------------------------------------------------------------
     def score_batch(self, model, inputs: dict) -> list[RecordScores]:
         """Everything the weighting and the loss need for each record of a collated batch.
@@ -229,32 +293,15 @@ class NLFTTrainer(Trainer):
         ``compute_loss`` and the saliency snapshots (``nlft studio``) both call this, so the weights a snapshot
         shows are the trainer's weights for that record at that step.
         """
-        base = score_responses(
+        return batch_scores(
             model,
-            inputs["base_input_ids"],
-            inputs["base_attention_mask"],
-            inputs["base_prompt_lens"],
-            inputs["response_lens"],
-            want_hidden=True,
+            inputs,
+            reference_probs=self.args.reference_probs,
+            reference_cache=self.reference_cache,
             chunk_size=self.args.logits_chunk_size,
+            judge_grad=self.args.incorrect_sft == "judge",
+            scoring_model=self.accelerator.unwrap_model(model),
         )
-        p_std, p_judge = self._scoring_probs(model, inputs)
-        judge_grad: dict[int, torch.Tensor] = {}
-        if self.args.incorrect_sft == "judge" and inputs["judge_rows"]:
-            scored = self._score(model, inputs, "judge", inputs["judge_rows"]).split()
-            judge_grad = {r: lp.exp() for r, lp in zip(inputs["judge_rows"], scored)}
-        return [
-            RecordScores(
-                inputs["ids"][r],
-                inputs["correct"][r],
-                logp.exp(),
-                p_std[r],
-                p_judge.get(r),
-                hidden,
-                judge_grad.get(r),
-            )
-            for r, (logp, hidden) in enumerate(zip(base.split(), base.split_hidden()))
-        ]
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         args = self.args

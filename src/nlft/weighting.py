@@ -111,7 +111,12 @@ class TokenWeights:
 
 
 def cluster_mask(
-    hidden: torch.Tensor, seeds: torch.Tensor, mode: ClusterMode = "distance", radius: float = 0.4, *, sync_every: int = 16
+    hidden: torch.Tensor,
+    seeds: torch.Tensor,
+    mode: ClusterMode = "distance",
+    radius: float = 0.4,
+    *,
+    sync_every: int = 16,
 ) -> torch.Tensor:
     """Expand the seed mask into phrases over the hidden states (METHOD.md section 5).
 
@@ -152,7 +157,13 @@ def cluster_mask(
             if keep.numel() == 0 or bool(hits.all()):
                 break
             if keep.numel() < alive.numel():
-                center, pos, step, origin, alive = center[keep], pos[keep], step[keep], origin[keep], alive[keep]
+                center, pos, step, origin, alive = (
+                    center[keep],
+                    pos[keep],
+                    step[keep],
+                    origin[keep],
+                    alive[keep],
+                )
             check = 2 * check if 0 < check < sync_every else check + (1 if check == 0 else sync_every)
         safe = pos.clamp(0, n - 1)
         neighbour = h[safe]

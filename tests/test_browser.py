@@ -1,0 +1,214 @@
+"""The studio and the report in a real browser: headless Chromium (Debian's package) driven by Playwright.
+
+Screenshots are kept in test-artifacts/ (git-ignored) for people to look at. Where Chromium or the playwright
+package is missing, the tests skip and say so; .ci/run installs Chromium.
+"""
+
+import argparse
+import os
+import re
+import shutil
+import threading
+
+import pytest
+
+from nlft.saliency import list_snapshots, load_snapshot, make_report, record_view
+from nlft.studio import make_server
+from nlft.visualisation import cell_colour
+from nlft.weighting import WeightingConfig
+
+from .conftest import REPO
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ARTIFACTS = REPO / "test-artifacts"
+# Without the background-networking flags Chromium keeps trying to reach Google's services.
+FLAGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+PWNED = '"><img src=x onerror="window.__pwned=1">'
+SCRIPT = "<script>window.__pwned=2</script>"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    path = os.environ.get("NLFT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        pytest.skip("needs headless Chromium: apt-get install chromium (Debian); .ci/run installs it")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("needs the playwright Python package: pip install -e '.[dev]'")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=path, headless=True, args=FLAGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """A fresh `nlft demo`; its NLFT run has a saliency snapshot after every step."""
+    from nlft.demo import run_demo
+
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    assert run_demo(argparse.Namespace(out=str(out), size=12, epochs=2, seed=42)) == 0
+    return out / "nlft"
+
+
+@pytest.fixture
+def studio():
+    servers = []
+
+    def start(run_dir):
+        srv = make_server(run_dir, port=0)
+        threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        servers.append(srv)
+        return srv.url
+
+    yield start
+    for srv in servers:
+        srv.shutdown()
+        srv.server_close()
+
+
+def rgba(css: str) -> tuple[tuple[int, int, int], float]:
+    nums = [float(x) for x in re.findall(r"[\d.]+", css)]
+    return (int(nums[0]), int(nums[1]), int(nums[2])), (nums[3] if len(nums) > 3 else 1.0)
+
+
+def open_page(browser, url):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    dialogs = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.goto(url)
+    return page, dialogs
+
+
+def set_number(page, name: str, value: str) -> None:
+    box = page.locator(f"#num-{name}")
+    box.fill(value)
+    box.dispatch_event("change")
+
+
+def test_moving_theta_reweights_a_token_as_the_weighting_function_says(browser, demo_run, studio):
+    page, dialogs = open_page(browser, studio(demo_run))
+    page.wait_for_selector("section.record .tok")
+    # The tiny random model's probabilities are all ~1/4096: relax the blame test so that tokens are blamed.
+    set_number(page, "judge_floor", "0")
+    set_number(page, "ratio_threshold", "1.0")
+    page.wait_for_selector("section.record.wrong .tok.blamed")
+    page.wait_for_function("!document.body.dataset.busy")
+
+    step = int(page.evaluate("document.body.dataset.step"))
+    assert step == list_snapshots(demo_run)[-1][0] > 0
+    snap = load_snapshot(list_snapshots(demo_run)[-1][1])
+    section = page.locator("section.record.wrong").first
+    record_id = section.get_attribute("data-id")
+    index = int(section.locator(".tok.blamed").first.get_attribute("data-i"))
+    cell = page.locator(f'section.record.wrong >> nth=0 >> .tok[data-i="{index}"]')
+    record = next(r for r in snap.records if r.id == record_id)
+
+    def expected(**settings):
+        cfg = WeightingConfig(**{**snap.weighting.to_dict(), **settings})
+        return record_view(record, cfg).tokens[index], cfg
+
+    before, cfg = expected(judge_floor=0.0, ratio_threshold=1.0)
+    assert before.role == "blamed" and float(cell.get_attribute("data-weight")) == before.weight
+    colour_before = rgba(cell.evaluate("el => getComputedStyle(el).backgroundColor"))
+
+    page.locator("#ctl-threshold").fill("0.5")  # the θ slider
+    # The page swaps in new HTML: look the cell up again each time.
+    page.wait_for_function(
+        """([id, i, old]) => {
+            const section = [...document.querySelectorAll("section.record")].find((s) => s.dataset.id === id);
+            const el = section && section.querySelector(`.tok[data-i="${i}"]`);
+            return el && el.dataset.weight !== old && !document.body.dataset.busy;
+        }""",
+        arg=[record_id, index, cell.get_attribute("data-weight")],
+    )
+    after, cfg = expected(judge_floor=0.0, ratio_threshold=1.0, threshold=0.5)
+    assert after.weight != before.weight
+    assert float(cell.get_attribute("data-weight")) == after.weight
+    assert page.locator("#num-threshold").input_value() == "0.5"
+    rgb, alpha = rgba(cell.evaluate("el => getComputedStyle(el).backgroundColor"))
+    want_rgb, want_alpha = cell_colour(after, cfg)
+    assert rgb == want_rgb and alpha == pytest.approx(want_alpha, abs=0.01)
+    assert abs(alpha - colour_before[1]) > 0.05  # the colour visibly changed with the weight
+
+    # Show the correct records' confirmed tokens too, then keep a picture with a token's numbers on hover.
+    set_number(page, "correct_confidence", "0.00025")
+    page.wait_for_selector("section.record.correct .tok.confirmed")
+    page.wait_for_function("!document.body.dataset.busy")
+    cell.scroll_into_view_if_needed()
+    page.evaluate("window.scrollTo(0, 0)")
+    cell.hover()
+    page.screenshot(path=str(ARTIFACTS / "studio.png"))
+
+    page.locator("#export").click()
+    page.wait_for_selector("#export-result pre")
+    from nlft.config import parse_train_args
+
+    _, _, train_cfg = parse_train_args(["--config", str(demo_run / "studio-weighting.yaml")])
+    assert (train_cfg.threshold, train_cfg.judge_floor, train_cfg.correct_confidence) == (0.5, 0.0, 0.00025)
+    assert not dialogs
+    page.close()
+
+
+def test_report_in_the_browser(browser, demo_run):
+    out = ARTIFACTS / "report.html"
+    report = make_report(
+        out,
+        model=str(demo_run),
+        limit=5,  # the demo data's first five: three correct records, then two wrong ones
+        overrides={"judge_floor": 0.0, "ratio_threshold": 1.0, "correct_confidence": 0.00025},
+        progress=False,
+    )
+    page, dialogs = open_page(browser, out.as_uri())
+    cells = page.locator("section.record .tok")
+    assert cells.count() == sum(v.n for v in report.views)
+    section = page.locator("section.record.wrong").first
+    blamed = section.locator(".tok.blamed").first
+    view = next(v for v in report.views if v.id == section.get_attribute("data-id"))
+    token = view.tokens[int(blamed.get_attribute("data-i"))]
+    assert token.role == "blamed"
+    assert float(blamed.get_attribute("data-weight")) == token.weight
+    rgb, alpha = rgba(blamed.evaluate("el => getComputedStyle(el).backgroundColor"))
+    want_rgb, want_alpha = cell_colour(token, report.weighting)
+    assert rgb == want_rgb and alpha == pytest.approx(want_alpha, abs=0.01)
+    page.screenshot(path=str(ARTIFACTS / "report.png"))  # the top: settings, legend, summary, first records
+    blamed.hover()
+    tip = blamed.evaluate("el => getComputedStyle(el, '::after').content")
+    assert "p_judge" in tip and "ratio" in tip
+    page.screenshot(path=str(ARTIFACTS / "report-hover.png"))
+    assert not dialogs
+    page.close()
+
+
+def test_hostile_tokens_render_as_text_in_studio_and_report(browser, studio, tmp_path):
+    from nlft.saliency import Snapshot, write_snapshot
+
+    from .conftest import make_probe
+
+    tokens = ["Fine", SCRIPT, " and", PWNED, "\n", " end"]
+    rec = make_probe(f"id {PWNED}", False, n=len(tokens), tokens=tokens)
+    rec.question = f"Question {SCRIPT}"
+    rec.judgment = f"Judgment {PWNED}"
+    write_snapshot(tmp_path, Snapshot(3, [rec], WeightingConfig()))
+    report = tmp_path / "hostile.html"
+    make_report(report, snapshot=str(tmp_path))
+
+    for name, url in (("studio", studio(tmp_path)), ("report", report.as_uri())):
+        page, dialogs = open_page(browser, url)
+        page.wait_for_selector("section.record .tok")
+        page.wait_for_timeout(300)  # let an onerror handler run, were there one
+        section = page.locator("section.record").first
+        text = section.inner_text()
+        for raw in (SCRIPT, PWNED, f"Question {SCRIPT}", f"Judgment {PWNED}"):
+            assert raw in text, (name, raw)
+        assert section.get_attribute("data-id") == f"id {PWNED}"
+        assert page.locator("section.record img, section.record script").count() == 0
+        assert page.evaluate("window.__pwned") is None and not dialogs
+        page.screenshot(path=str(ARTIFACTS / f"{name}-hostile-tokens.png"))
+        page.close()
