@@ -142,13 +142,14 @@ def test_summary_counts_each_rule(tmp_path):
     answers = {
         "q0": "So 3.\n#### 3",  # right by all three
         "q1": "It is 7 dollars",  # no marker: strict wrong, flexible and authors right
-        "q2": "#### 5.00",  # strict/flexible compare strings (wrong), authors compares values (right)
+        "q2": "#### 5.00",  # every rule compares values (right); lm-eval's exact match compares strings (wrong)
         "q3": "No idea.",  # wrong by all
     }
     backend = ScriptedBackend(lambda key, seed: answers[key])
     s = evaluate(backend, PaperProtocol(), questions([3, 7, 5, 9]), tmp_path, EvalSettings(), progress=False)
-    assert s["correct"] == {"strict": 1, "flexible": 2, "authors": 3}
-    assert s["accuracy"] == {"strict": 0.25, "flexible": 0.5, "authors": 0.75}
+    assert s["correct"] == {"strict": 2, "flexible": 3, "authors": 3}
+    assert s["accuracy"] == {"strict": 0.5, "flexible": 0.75, "authors": 0.75}
+    assert s["lm_eval_exact_match"] == {"strict": 0.25, "flexible": 0.5}
     assert s["complete"] and s["this_run"] == {
         "generated": 4,
         "resumed": 0,
@@ -158,6 +159,8 @@ def test_summary_counts_each_rule(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "items.jsonl").read_text().splitlines()]
     assert rows[1]["extracted"] == {"strict": None, "flexible": "7", "authors": "7"}
     assert rows[1]["correct"] == {"strict": False, "flexible": True, "authors": True}
+    assert rows[2]["correct"] == {"strict": True, "flexible": True, "authors": True}
+    assert rows[2]["lm_eval_correct"] == {"strict": False, "flexible": False}
     assert {"question", "gold", "response", "extracted", "correct"} <= set(rows[0])
     assert json.loads((tmp_path / "summary.json").read_text())["accuracy"] == s["accuracy"]
 

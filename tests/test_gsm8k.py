@@ -113,7 +113,8 @@ def test_bad_gold_answer_names_the_row(write):
 def test_rules_on_hand_checked_tricky_responses(case):
     g = grade(case["response"], case["gold"])
     assert g.extracted == case["extracted"]
-    assert g.matches == case["correct"]
+    assert g.matches == case["correct"]  # values compared: "18.00" is 18
+    assert g.lm_eval == case["lm_eval"]  # lm-eval's own scoring: strings compared
 
 
 def test_tricky_set_separates_every_pair_of_rules():

@@ -318,3 +318,12 @@ def test_existing_run_is_not_overwritten(tmp_path):
     train(*config(tmp_path, "--num_train_epochs", "1", "--save_strategy", "epoch"))
     with pytest.raises(ValueError, match="resume_from_checkpoint last"):
         train(*config(tmp_path, "--num_train_epochs", "1", "--save_strategy", "epoch"))
+
+
+@pytest.mark.parametrize("flag", ["--load_in_4bit", "--load_in_8bit"])
+def test_quantized_loading_without_cuda_is_a_clear_error(tmp_path, flag):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: quantized loading would be attempted for real")
+    data, model_cfg, args = config(tmp_path, flag, "true")
+    with pytest.raises(ValueError, match="need a CUDA GPU"):
+        train(data, model_cfg, args)

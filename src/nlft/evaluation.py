@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from .generation import Completion, Request, SamplingSettings
-from .gsm8k import HUB_ID, RULES, gold_answer, grade, load_gsm8k, normalize_number, to_decimal
+from .gsm8k import HUB_ID, LM_EVAL_RULES, RULES, gold_answer, grade, load_gsm8k, normalize_number, to_decimal
 from .jsonl import AppendLog, atomic_write_json
 from .prompts import TemplateSet
 from .records import Problem, Question, Record, iter_rows, validate_question
@@ -360,6 +360,7 @@ def score_row(prompted: Prompted, seed: int | None, completion: Completion) -> d
         "finish_reason": completion.finish_reason,
         "extracted": g.extracted,
         "correct": g.matches,
+        "lm_eval_correct": g.lm_eval,
         **prompted.info,
     }
 
@@ -396,6 +397,11 @@ def summarize(rows: Sequence[dict], keys: Sequence[str], seeds: Sequence[int | N
         }
     else:
         out["accuracy"] = per_seed[0]["accuracy"] if per_seed else accuracy([])
+    # lm-eval's own exact-match scoring of its two filters (string comparison), over all items done.
+    out["lm_eval_exact_match"] = {
+        rule: (sum(bool(r["lm_eval_correct"][rule]) for r in done) / len(done) if done else None)
+        for rule in LM_EVAL_RULES
+    }
     out["finish_reasons"] = dict(sorted(Counter(str(r.get("finish_reason")) for r in done).items()))
     return out
 
@@ -828,6 +834,12 @@ def _report(summary: dict[str, Any], out: Path) -> None:
     )
     print(f", {t['failed']} failed)" if t["failed"] else ")")
     print(f"  accuracy  {_fmt_acc(summary['accuracy'], summary.get('accuracy_std'))}")
+    exact = summary.get("lm_eval_exact_match") or {}
+    if any(v is not None for v in exact.values()):
+        print(
+            "  lm-eval exact match  "
+            + "  ".join(f"{rule} {100 * v:5.1f}%" for rule, v in exact.items() if v is not None)
+        )
     for err in t.get("errors", [])[:3]:
         print(f"  failed: {err}")
     print(f"  results   {out / ITEMS_FILE}, {out / SUMMARY_FILE}")

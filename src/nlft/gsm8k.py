@@ -143,36 +143,50 @@ def same_number(prediction: str | None, gold: str | None) -> bool:
     return a == b
 
 
+LM_EVAL_RULES = ("strict", "flexible")
+
+
 @dataclass(frozen=True)
 class Grade:
-    """An answer graded against the gold number by every rule; ``correct`` follows the chosen rule."""
+    """An answer graded against the gold number by every rule; ``correct`` follows the chosen rule.
+
+    ``matches`` compares the extracted number with the gold one as values (``"18.0"`` equals ``"18"``).
+    ``lm_eval`` is lm-eval's own scoring of its two filters, an exact string match after its normalisation
+    (``"18.0"`` does not equal ``"18"``), so that results can be set beside published lm-eval numbers.
+    """
 
     gold: str
     extracted: dict[str, str | None]
     matches: dict[str, bool]
     rule: str
+    lm_eval: dict[str, bool]
 
     @property
     def correct(self) -> bool:
         return self.matches[self.rule]
 
     def to_dict(self) -> dict:
-        return {"gold": self.gold, "extracted": self.extracted, "matches": self.matches, "rule": self.rule}
+        return {
+            "gold": self.gold,
+            "extracted": self.extracted,
+            "matches": self.matches,
+            "lm_eval": self.lm_eval,
+            "rule": self.rule,
+        }
 
 
 def grade(response: str, gold: str, rule: str = "authors") -> Grade:
-    """Grade ``response`` against a gold number (or a gold solution ending in ``#### N``) by every rule:
-    ``strict`` and ``flexible`` as lm-eval compares them, ``authors`` as exact decimals."""
+    """Grade ``response`` against a gold number (or a gold solution ending in ``#### N``) by every rule."""
     if rule not in EXTRACTORS:
         raise ValueError(f"unknown extraction rule '{rule}' (choose from {', '.join(RULES)})")
     gold_num = gold_answer(gold) if "####" in gold else normalize_number(gold) or ""
     extracted = {name: fn(response) for name, fn in EXTRACTORS.items()}
-    matches = {
+    matches = {name: same_number(value, gold_num) for name, value in extracted.items()}
+    lm_eval = {
         "strict": lm_eval_match(strict_match(response), gold),
         "flexible": lm_eval_match(flexible_match(response), gold),
-        "authors": same_number(extracted["authors"], gold_num),
     }
-    return Grade(gold_num, extracted, matches, rule)
+    return Grade(gold_num, extracted, matches, rule, lm_eval)
 
 
 def question_id(split: str, index: int) -> str:
