@@ -327,3 +327,15 @@ def test_quantized_loading_without_cuda_is_a_clear_error(tmp_path, flag):
     data, model_cfg, args = config(tmp_path, flag, "true")
     with pytest.raises(ValueError, match="need a CUDA GPU"):
         train(data, model_cfg, args)
+
+
+def test_missing_model_or_data_writes_nothing(tmp_path):
+    data, model_cfg, args = config(tmp_path, name="never")
+    model_cfg.model_name_or_path = None
+    with pytest.raises(ValueError, match="no model"):
+        train(data, model_cfg, args)
+    data, model_cfg, args = config(tmp_path, name="never")
+    data.data = str(tmp_path / "missing.jsonl")
+    with pytest.raises(FileNotFoundError, match="missing.jsonl: no such file"):
+        train(data, model_cfg, args)
+    assert not (tmp_path / "never").exists()

@@ -294,6 +294,14 @@ def train(
 
     if data.method not in ("nlft", "sft"):
         raise ValueError(f"method must be nlft or sft, not {data.method!r}")
+    # Bad input is refused before anything is written.
+    if not model_cfg.model_name_or_path:
+        raise ValueError(
+            "no model: pass --model_name_or_path (a hub id or folder), or nlft:tiny for the embedded tiny model"
+        )
+    source = resolve_data(data.data)
+    if source.endswith((".json", ".jsonl")) and not Path(source).is_file():
+        raise FileNotFoundError(f"--data {data.data}: no such file")
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched > 1 and train_cfg.world_size != launched:
         raise RuntimeError(
