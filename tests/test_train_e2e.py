@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from nlft.jsonl import atomic_write_jsonl
 
 from .conftest import REPO
-from .test_trainer import ROWS
+from .test_trainer import ROWS, SGD
 
 pytestmark = pytest.mark.slow
 
@@ -112,20 +112,7 @@ def free_port() -> int:
 
 
 def test_two_processes_under_accelerate_train_save_and_match_one(tmp_path, data):
-    sgd = [
-        "--optim",
-        "sgd",
-        "--learning_rate",
-        "0.5",
-        "--max_grad_norm",
-        "0",
-        "--warmup_steps",
-        "0",
-        "--lr_scheduler_type",
-        "constant",
-        "--lora_dropout",
-        "0",
-    ]
+    sgd = [*SGD, "--lora_dropout", "0"]  # plain SGD steps: the update is proportional to the gradient
     common = [
         "--data",
         str(data),
