@@ -172,3 +172,24 @@ def snapshot_run(tmp_path_factory) -> Path:
         )
     )  # fmt: skip
     return root / "run"
+
+
+@pytest.fixture
+def server():
+    """start(run_dir) -> a studio server answering on 127.0.0.1 in a thread; stopped after the test."""
+    import threading
+
+    from nlft.studio import make_server
+
+    started = []
+
+    def start(run_dir):
+        srv = make_server(run_dir, port=0)
+        threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        started.append(srv)
+        return srv
+
+    yield start
+    for srv in started:
+        srv.shutdown()
+        srv.server_close()

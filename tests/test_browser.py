@@ -8,12 +8,10 @@ import argparse
 import os
 import re
 import shutil
-import threading
 
 import pytest
 
 from nlft.saliency import list_snapshots, load_snapshot, make_report, record_view
-from nlft.studio import make_server
 from nlft.visualisation import cell_colour
 from nlft.weighting import WeightingConfig
 
@@ -57,22 +55,6 @@ def demo_run(tmp_path_factory):
     return out / "nlft"
 
 
-@pytest.fixture
-def studio():
-    servers = []
-
-    def start(run_dir):
-        srv = make_server(run_dir, port=0)
-        threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        servers.append(srv)
-        return srv.url
-
-    yield start
-    for srv in servers:
-        srv.shutdown()
-        srv.server_close()
-
-
 def rgba(css: str) -> tuple[tuple[int, int, int], float]:
     nums = [float(x) for x in re.findall(r"[\d.]+", css)]
     return (int(nums[0]), int(nums[1]), int(nums[2])), (nums[3] if len(nums) > 3 else 1.0)
@@ -92,8 +74,8 @@ def set_number(page, name: str, value: str) -> None:
     box.dispatch_event("change")
 
 
-def test_moving_theta_reweights_a_token_as_the_weighting_function_says(browser, demo_run, studio):
-    page, dialogs = open_page(browser, studio(demo_run))
+def test_moving_theta_reweights_a_token_as_the_weighting_function_says(browser, demo_run, server):
+    page, dialogs = open_page(browser, server(demo_run).url)
     page.wait_for_selector("section.record .tok")
     # The tiny random model's probabilities are all ~1/4096: relax the blame test so that tokens are blamed.
     set_number(page, "judge_floor", "0")
@@ -186,7 +168,7 @@ def test_report_in_the_browser(browser, demo_run):
     page.close()
 
 
-def test_hostile_tokens_render_as_text_in_studio_and_report(browser, studio, tmp_path):
+def test_hostile_tokens_render_as_text_in_studio_and_report(browser, server, tmp_path):
     from nlft.saliency import Snapshot, write_snapshot
 
     from .conftest import make_probe
@@ -199,7 +181,7 @@ def test_hostile_tokens_render_as_text_in_studio_and_report(browser, studio, tmp
     report = tmp_path / "hostile.html"
     make_report(report, snapshot=str(tmp_path))
 
-    for name, url in (("studio", studio(tmp_path)), ("report", report.as_uri())):
+    for name, url in (("studio", server(tmp_path).url), ("report", report.as_uri())):
         page, dialogs = open_page(browser, url)
         page.wait_for_selector("section.record .tok")
         page.wait_for_timeout(300)  # let an onerror handler run, were there one

@@ -10,27 +10,10 @@ import pytest
 import torch
 
 from nlft.saliency import Snapshot, list_snapshots, load_snapshot, record_view, write_snapshot
-from nlft.studio import EXPORT_FILE, Studio, make_server
+from nlft.studio import EXPORT_FILE, Studio
 from nlft.weighting import WeightingConfig
 
 from .conftest import VISIBLE, make_probe
-
-
-@pytest.fixture
-def server():
-    """start(run_dir) -> a studio server answering on 127.0.0.1 in a thread; stopped after the test."""
-    started = []
-
-    def start(run_dir):
-        srv = make_server(run_dir, port=0)
-        threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        started.append(srv)
-        return srv
-
-    yield start
-    for srv in started:
-        srv.shutdown()
-        srv.server_close()
 
 
 def request(srv, method, path, body=None, headers=None):
