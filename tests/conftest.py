@@ -12,6 +12,66 @@ SHARED = Path(os.environ.get("NLFT_SHARED", REPO.parent / "shared"))
 SHARED_DATA = SHARED / "data"
 
 
+# Four records for the tiny-model training tests: two correct, two wrong with judgments, two questions.
+Q = "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many clips did she sell?"
+REF = "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nNatalia sold 48+24 = <<48+24=72>>72 clips altogether.\n#### 72"
+ROWS = [
+    {"id": "c1", "question": Q, "response": REF, "reference": REF},
+    {
+        "id": "w1",
+        "question": Q,
+        "response": "She sold 48*2 = 96 in May.\n48+96 = 144\n#### 144",
+        "reference": REF,
+        "judgment": "48*2 is wrong: half of 48 is 24.",
+    },
+    {
+        "id": "c2",
+        "question": "What is 3+4?",
+        "response": "3+4 = <<3+4=7>>7\n#### 7",
+        "reference": "3+4=7\n#### 7",
+    },
+    {
+        "id": "w2",
+        "question": "What is 3+4?",
+        "response": "3+4 = 8\n#### 8",
+        "reference": "3+4=7\n#### 7",
+        "judgment": "3+4 is 7, not 8.",
+    },
+]
+
+
+def config(tmp_path, *extra: str, rows=ROWS, name="run"):
+    """The parsed ``nlft train`` settings of a quiet CPU run of the tiny model on ``rows`` into tmp_path/name."""
+    from nlft.config import parse_train_args
+    from nlft.jsonl import atomic_write_jsonl
+
+    data = tmp_path / f"{name}.jsonl"
+    atomic_write_jsonl(data, rows)
+    return parse_train_args(
+        [
+            "--data", str(data), "--model_name_or_path", "nlft:tiny", "--output_dir", str(tmp_path / name),
+            "--dtype", "float32", "--use_cpu", "true", "--report_to", "none", "--disable_tqdm", "true",
+            "--lora_dropout", "0", "--max_length", "512", "--save_strategy", "no", "--logging_steps", "1",
+            *extra,
+        ]
+    )  # fmt: skip
+
+
+# Plain SGD steps at a constant rate: the update is proportional to the gradient, so runs compare exactly.
+SGD = (
+    "--optim",
+    "sgd",
+    "--learning_rate",
+    "0.5",
+    "--max_grad_norm",
+    "0",
+    "--warmup_steps",
+    "0",
+    "--lr_scheduler_type",
+    "constant",
+)
+
+
 def need_shared(*parts: str) -> Path:
     """The path under ../shared, or a skip saying what is missing."""
     path = SHARED.joinpath(*parts)
@@ -75,7 +135,7 @@ def make_probe(record_id: str, correct: bool, n: int = 24, seed: int = 0, tokens
     standard answer makes near-certain (confirmed)."""
     import torch
 
-    from nlft.saliency import ProbeRecord
+    from nlft.views import ProbeRecord
 
     gen = torch.Generator().manual_seed(seed)
     p_base = torch.rand(n, generator=gen) * 0.5 + 0.05
@@ -155,8 +215,6 @@ def snapshot_run(tmp_path_factory) -> Path:
     from nlft.config import parse_train_args
     from nlft.jsonl import atomic_write_jsonl
     from nlft.train import train
-
-    from .test_trainer import ROWS
 
     root = tmp_path_factory.mktemp("tiny-run")
     atomic_write_jsonl(root / "data.jsonl", ROWS)

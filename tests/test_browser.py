@@ -4,14 +4,15 @@ Screenshots are kept in test-artifacts/ (git-ignored) for people to look at. Whe
 package is missing, the tests skip and say so; .ci/run installs Chromium.
 """
 
-import argparse
 import os
 import re
 import shutil
 
 import pytest
 
-from nlft.saliency import list_snapshots, load_snapshot, make_report, record_view
+from nlft.saliency import make_report
+from nlft.snapshots import list_snapshots, load_snapshot
+from nlft.views import record_view
 from nlft.visualisation import cell_colour
 from nlft.weighting import WeightingConfig
 
@@ -51,7 +52,7 @@ def demo_run(tmp_path_factory):
     from nlft.demo import run_demo
 
     out = tmp_path_factory.mktemp("demo") / "demo"
-    assert run_demo(argparse.Namespace(out=str(out), size=12, epochs=2, seed=42)) == 0
+    assert run_demo(out, size=12, epochs=2, seed=42) == 0
     return out / "nlft"
 
 
@@ -169,7 +170,7 @@ def test_report_in_the_browser(browser, demo_run):
 
 
 def test_hostile_tokens_render_as_text_in_studio_and_report(browser, server, tmp_path):
-    from nlft.saliency import Snapshot, write_snapshot
+    from nlft.snapshots import Snapshot, write_snapshot
 
     from .conftest import make_probe
 

@@ -9,7 +9,7 @@ from nlft.compare import Curve, compare, load_curve, pair_colors
 from nlft.evaluation import EvalData, EvalSettings, PaperProtocol, checkpoint_describe, evaluate, folder_name
 from nlft.generation import Completion
 from nlft.records import Question
-from nlft.runs import Weights, load_run
+from nlft.runs import Checkpoint, load_run
 
 N = 10
 DATA = EvalData("gsm8k:test", "test", [Question(f"q{i}", f"question {i}", "#### 1") for i in range(N)])
@@ -40,7 +40,7 @@ def make_run(root, name, method, right_by_epoch, *, final_epochs=None, seeds=Non
     settings = EvalSettings(temperature=0.6, seeds=seeds) if seeds else EvalSettings()
     for epoch, right in right_by_epoch.items():
         label = "final" if epoch is None else ("base" if epoch == 0 else f"epoch-{epoch}")
-        weights = Weights("tiny-base", None, label, None if epoch is None else float(epoch))
+        weights = Checkpoint("tiny-base", None, label, None if epoch is None else float(epoch))
         out = path / "eval" / folder_name("paper", "test", None, label)
         evaluate(
             RightOnFirst(right),

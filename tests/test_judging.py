@@ -9,12 +9,11 @@ import pytest
 
 from nlft.builder import build_dataset
 from nlft.cli import main
-from nlft.generation import HFBackend, SamplingSettings
+from nlft.generation import BackendOptions, HFBackend, SamplingSettings, make_backend
 from nlft.jsonl import atomic_write_jsonl, read_jsonl
 from nlft.judging import ArithmeticJudge, JudgePrompt, ModelJudge, judge_records
 from nlft.modeling import load_model
 from nlft.records import load_records
-from nlft.sampling import BackendOptions, load_backend
 
 from .conftest import REPO, need_shared
 from .fake_openai import FakeOpenAI
@@ -67,7 +66,7 @@ def openai_judge(server, monkeypatch, **kwargs) -> ModelJudge:
     )
     for k, v in kwargs.items():
         setattr(options, k, v)
-    backend = load_backend(options, SamplingSettings(max_new_tokens=256, temperature=0.0))
+    backend = make_backend(options, SamplingSettings(max_new_tokens=256, temperature=0.0))
     return ModelJudge(backend, JudgePrompt.load(), describe=options.describe())
 
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from nlft.runs import load_run, resolve_weights
+from nlft.runs import load_run, resolve_checkpoint
 
 
 def test_run_folder_resolution(tmp_path):
@@ -15,10 +15,10 @@ def test_run_folder_resolution(tmp_path):
     (run / "run.json").write_text(json.dumps({"base_model": "base/m", "method": "nlft"}))
     r = load_run(run)
     assert [w.epoch for w in r.epochs()] == [1.0, 2.0, 10.0]
-    w = resolve_weights(str(run))
+    w = resolve_checkpoint(str(run))
     assert w.base_model == "base/m" and w.adapter == run / "adapter"
-    assert resolve_weights(str(run / "adapter")).base_model == "base/m"
-    assert resolve_weights("some/hub-id").adapter is None
+    assert resolve_checkpoint(str(run / "adapter")).base_model == "base/m"
+    assert resolve_checkpoint("some/hub-id").adapter is None
 
 
 def test_not_a_run_is_a_clear_error(tmp_path):

@@ -8,14 +8,14 @@ import time
 import pytest
 
 from nlft.builder import build_dataset
-from nlft.generation import HFBackend, SamplingSettings
+from nlft.generation import BackendOptions, HFBackend, SamplingSettings, make_backend
 from nlft.gsm8k import load_gsm8k
 from nlft.jsonl import read_jsonl
 from nlft.judging import ArithmeticJudge, judge_records
 from nlft.modeling import load_model
 from nlft.prompts import RecordEncoder, TemplateSet
 from nlft.records import Question, Record, RecordError, load_records
-from nlft.sampling import BackendOptions, failed_path_for, load_backend, load_question_set, sample_questions
+from nlft.sampling import failed_path_for, load_question_set, sample_questions
 from nlft.tiny import SAMPLE_GSM8K_TEST
 
 from .conftest import REPO
@@ -75,7 +75,7 @@ def openai_backend(server, monkeypatch, **settings):
         max_retries=1,
         concurrency=3,
     )
-    return load_backend(
+    return make_backend(
         options, SamplingSettings(**{"temperature": 0.3, "max_new_tokens": 64, **settings})
     ), options
 

@@ -9,8 +9,9 @@ import threading
 import pytest
 import torch
 
-from nlft.saliency import Snapshot, list_snapshots, load_snapshot, record_view, write_snapshot
+from nlft.snapshots import Snapshot, list_snapshots, load_snapshot, write_snapshot
 from nlft.studio import EXPORT_FILE, Studio
+from nlft.views import record_view
 from nlft.weighting import WeightingConfig
 
 from .conftest import VISIBLE, make_probe
@@ -148,8 +149,7 @@ def test_foreign_hosts_and_form_posts_are_refused(run, server):
 
 
 def test_exported_yaml_is_a_config_the_trainer_accepts(run, server):
-    from nlft.config import parse_train_args
-    from nlft.saliency import load_weighting_file
+    from nlft.config import load_weighting_file, parse_train_args
 
     chosen = {"threshold": 0.9, "judge_floor": 0.002, "cluster": "similarity", "correct_confidence": 0.8}
     status, answer = request(server(run), "POST", "/api/export", {"step": 2, "settings": chosen})
@@ -184,7 +184,7 @@ def test_keeps_answering_while_training_writes_snapshots(tmp_path, server):
     from nlft.jsonl import atomic_write_jsonl
     from nlft.train import train
 
-    from .test_trainer import ROWS
+    from .conftest import ROWS
 
     run = tmp_path / "run"
     run.mkdir()

@@ -14,8 +14,7 @@ from safetensors.torch import load_file
 
 from nlft.jsonl import atomic_write_jsonl
 
-from .conftest import REPO
-from .test_trainer import ROWS, SGD
+from .conftest import REPO, ROWS, SGD
 
 pytestmark = pytest.mark.slow
 

@@ -5,49 +5,10 @@ import json
 import pytest
 import torch
 
-from nlft.config import parse_train_args
-from nlft.jsonl import atomic_write_jsonl
 from nlft.train import load_training_model, prepare_records, train
 from nlft.trainer import NLFTCollator, NLFTTrainer, compute_reference_cache, scoring_probs
 
-Q = "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many clips did she sell?"
-REF = "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nNatalia sold 48+24 = <<48+24=72>>72 clips altogether.\n#### 72"
-ROWS = [
-    {"id": "c1", "question": Q, "response": REF, "reference": REF},
-    {
-        "id": "w1",
-        "question": Q,
-        "response": "She sold 48*2 = 96 in May.\n48+96 = 144\n#### 144",
-        "reference": REF,
-        "judgment": "48*2 is wrong: half of 48 is 24.",
-    },
-    {
-        "id": "c2",
-        "question": "What is 3+4?",
-        "response": "3+4 = <<3+4=7>>7\n#### 7",
-        "reference": "3+4=7\n#### 7",
-    },
-    {
-        "id": "w2",
-        "question": "What is 3+4?",
-        "response": "3+4 = 8\n#### 8",
-        "reference": "3+4=7\n#### 7",
-        "judgment": "3+4 is 7, not 8.",
-    },
-]
-
-
-def config(tmp_path, *extra: str, rows=ROWS, name="run"):
-    data = tmp_path / f"{name}.jsonl"
-    atomic_write_jsonl(data, rows)
-    return parse_train_args(
-        [
-            "--data", str(data), "--model_name_or_path", "nlft:tiny", "--output_dir", str(tmp_path / name),
-            "--dtype", "float32", "--use_cpu", "true", "--report_to", "none", "--disable_tqdm", "true",
-            "--lora_dropout", "0", "--max_length", "512", "--save_strategy", "no", "--logging_steps", "1",
-            *extra,
-        ]
-    )  # fmt: skip
+from .conftest import ROWS, SGD, config
 
 
 def build(tmp_path, *extra: str, rows=ROWS, name="run"):
@@ -79,20 +40,6 @@ def batch_loss(trainer, collator, records) -> float:
     batch = collator([r.to_features() for r in records])
     with torch.no_grad():
         return trainer.compute_loss(trainer.model, batch).item()
-
-
-SGD = (
-    "--optim",
-    "sgd",
-    "--learning_rate",
-    "0.5",
-    "--max_grad_norm",
-    "0",
-    "--warmup_steps",
-    "0",
-    "--lr_scheduler_type",
-    "constant",
-)
 
 
 def test_accumulation_1x4_equals_4x1(tmp_path):
@@ -251,7 +198,7 @@ def test_uniform_weights_nlft_equals_trl_sft_loss(tmp_path):
     import datasets
     from trl import SFTTrainer
 
-    from nlft.train import _sft_config
+    from nlft.methods import sft_config
 
     trainer, records, collator = build(tmp_path, "--uniform_weights", "true", "--loss_scale", "1")
     rows = [
@@ -260,7 +207,7 @@ def test_uniform_weights_nlft_equals_trl_sft_loss(tmp_path):
     ]
     sft = SFTTrainer(
         model=trainer.model,
-        args=_sft_config(trainer.args),
+        args=sft_config(trainer.args),
         train_dataset=datasets.Dataset.from_list(rows),
         processing_class=trainer.processing_class,
     )

@@ -5,7 +5,9 @@ from html.parser import HTMLParser
 import pytest
 import torch
 
-from nlft.saliency import list_snapshots, load_snapshot, make_report, record_view
+from nlft.saliency import make_report
+from nlft.snapshots import list_snapshots, load_snapshot
+from nlft.views import record_view
 from nlft.visualisation import GREEN, RED, cell_colour, render_report
 from nlft.weighting import WeightingConfig
 
@@ -183,8 +185,7 @@ def test_report_of_a_cached_run_scores_as_it_trained(tmp_path):
     """A run with reference_probs: cached took p_std/p_judge from the frozen base model; so does its report."""
     from nlft.train import train
 
-    from .conftest import VISIBLE
-    from .test_trainer import config
+    from .conftest import VISIBLE, config
 
     train(*config(tmp_path, *VISIBLE, "--reference_probs", "cached", "--max_steps", "1", "--learning_rate", "1e-2", "--warmup_steps", "0",
                   "--per_device_train_batch_size", "4", "--saliency_steps", "1", "--saliency_probe", "4"))  # fmt: skip

@@ -104,11 +104,9 @@ def _unjudged_note(unjudged: int) -> str:
 
 def sft_row(record: Record, templates: TemplateSet) -> dict:
     """trl's conversational prompt/completion row: the X_base prompt and the same response."""
-    system, user = templates.messages("base", record)
-    prompt = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
     return {
         "id": record.id,
-        "prompt": prompt,
+        "prompt": templates.chat("base", record),
         "completion": [{"role": "assistant", "content": record.response}],
     }
 

@@ -8,6 +8,13 @@ import sys
 from collections.abc import Callable, Sequence
 
 from . import __version__
+from .console import setup_logging
+from .evaluation import FEWSHOT_SAMPLERS, PROTOCOLS
+from .generation import BACKENDS
+from .gsm8k import RULES
+from .judging import JUDGE_BACKENDS
+from .modeling import DTYPES
+from .sources import IMPORT_SOURCES
 
 EPILOG = """\
 Typical path:
@@ -168,7 +175,7 @@ def _register_data(sub) -> None:
         "Convert public data into NLFT records: MathCritique (wrong answers + GPT-4 critiques), MathDial\n"
         "(wrong answers + teacher notes) or GSM8K gold solutions (as correct responses).",
     )
-    p.add_argument("source", choices=["mathcritique", "mathdial", "gsm8k-gold"])
+    p.add_argument("source", choices=IMPORT_SOURCES)
     p.add_argument(
         "path", nargs="?", default=None, help="input file (a GSM8K folder for gsm8k-gold; omit for the hub)"
     )
@@ -219,15 +226,19 @@ def _add_questions_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=None, help="use only the first N questions")
 
 
-def _add_model_args(p: argparse.ArgumentParser, prefix: str = "", what: str = "model") -> None:
-    """Back-end options; ``prefix`` ("judge-") names the judge's copy in nlft data make."""
+def _add_model_args(
+    p: argparse.ArgumentParser, prefix: str = "", what: str = "model", *, model_flags: bool = True
+) -> argparse._ArgumentGroup:
+    """Back-end options (``generation.BackendOptions``); ``prefix`` ("judge-") names the judge's copy in nlft data
+    make. ``model_flags=False`` leaves out --model/--adapter for a command that takes them otherwise."""
     g = p.add_argument_group(f"{what} back-end" + (f" (--{prefix}...)" if prefix else ""))
-    g.add_argument(
-        f"--{prefix}model",
-        default=None,
-        help="hf: a hub id, model folder, adapter or run folder; openai: the served model name",
-    )
-    g.add_argument(f"--{prefix}adapter", default=None, help="hf: a LoRA adapter folder on top of --model")
+    if model_flags:
+        g.add_argument(
+            f"--{prefix}model",
+            default=None,
+            help="hf: a hub id, model folder, adapter or run folder; openai: the served model name",
+        )
+        g.add_argument(f"--{prefix}adapter", default=None, help="hf: a LoRA adapter folder on top of --model")
     g.add_argument(
         f"--{prefix}base-url",
         default=None,
@@ -243,7 +254,7 @@ def _add_model_args(p: argparse.ArgumentParser, prefix: str = "", what: str = "m
         f"--{prefix}timeout",
         type=float,
         default=120.0,
-        help="openai: seconds to wait for the server (connecting, and each read)",
+        help="openai: seconds one request may take, streamed or not (connecting included)",
     )
     g.add_argument(
         f"--{prefix}max-retries",
@@ -252,34 +263,56 @@ def _add_model_args(p: argparse.ArgumentParser, prefix: str = "", what: str = "m
         help="openai: retries of a failed request (429, 5xx, timeouts, malformed replies), with exponential backoff and jitter",
     )
     g.add_argument(f"--{prefix}stream", action="store_true", help="openai: stream replies")
-    g.add_argument(f"--{prefix}batch-size", type=int, default=8, help="hf: prompts per generation batch")
     g.add_argument(
-        f"--{prefix}dtype",
-        default="auto",
-        choices=["auto", "float32", "bfloat16", "float16"],
-        help="hf: weight dtype",
+        f"--{prefix}extra-body",
+        type=_json_object,
+        default=None,
+        metavar="JSON",
+        help="openai: server-specific request fields, e.g. '{\"do_sample\": true}' for transformers serve",
     )
+    g.add_argument(f"--{prefix}batch-size", type=int, default=8, help="hf: prompts per generation batch")
+    g.add_argument(f"--{prefix}dtype", default="auto", choices=DTYPES, help="hf: weight dtype")
     g.add_argument(f"--{prefix}device", default=None, help="hf: cuda, mps or cpu; unset: the best available")
     g.add_argument(
         f"--{prefix}chat-template",
         default=None,
-        help="hf: a chat template (built-in 'llama3' or a Jinja file) for tokenizers without one",
+        help="hf: a chat template (built-in 'llama3' or a Jinja file) instead of the tokenizer's (needed where it has none)",
     )
     g.add_argument(
         f"--{prefix}trust-remote-code",
         action="store_true",
         help="hf: allow the model's own Python code (off by default)",
     )
+    return g
 
 
-def _model_options(args: argparse.Namespace, backend: str, prefix: str = ""):
-    from .sampling import BackendOptions
+def _json_object(text: str) -> dict:
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object, e.g. '{\"do_sample\": true}'")
+    return value
+
+
+def _model_options(
+    args: argparse.Namespace,
+    backend: str,
+    prefix: str = "",
+    *,
+    model: str | None = None,
+    adapter: str | None = None,
+):
+    from .generation import BackendOptions
 
     get = lambda name: getattr(args, prefix + name)  # noqa: E731
     return BackendOptions(
         backend=backend,
-        model=get("model") or "",
-        adapter=get("adapter"),
+        model=model if model is not None else (get("model") or ""),
+        adapter=adapter if model is not None else get("adapter"),
         base_url=get("base_url"),
         api_key_env=get("api_key_env"),
         concurrency=get("concurrency"),
@@ -291,12 +324,13 @@ def _model_options(args: argparse.Namespace, backend: str, prefix: str = ""):
         device=get("device"),
         chat_template=get("chat_template"),
         trust_remote_code=get("trust_remote_code"),
+        extra_body=get("extra_body"),
     )
 
 
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("sampling")
-    g.add_argument("--backend", default="hf", choices=["hf", "openai"], help="where the responses come from")
+    g.add_argument("--backend", default="hf", choices=BACKENDS, help="where the responses come from")
     g.add_argument(
         "--samples", type=int, default=1, help="responses per question (ids <question id>-s0, -s1, ...)"
     )
@@ -315,10 +349,7 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
         "--system", default=None, help="system prompt instead of the template set's (the math expert prompt)"
     )
     g.add_argument(
-        "--rule",
-        default="authors",
-        choices=["authors", "strict", "flexible"],
-        help="how the final answer is read for grading",
+        "--rule", default="authors", choices=RULES, help="how the final answer is read for grading"
     )
 
 
@@ -327,7 +358,7 @@ def _add_judge_args(p: argparse.ArgumentParser, flag: str) -> None:
     g.add_argument(
         flag,
         default="arithmetic",
-        choices=["arithmetic", "openai", "hf"],
+        choices=JUDGE_BACKENDS,
         help="arithmetic: the built-in offline checker; openai/hf: a model with the judge prompt",
     )
     g.add_argument(
@@ -358,13 +389,14 @@ def _progress_enabled(args: argparse.Namespace) -> bool:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    from .sampling import load_backend, load_question_set, sample_questions
+    from .generation import make_backend
+    from .sampling import load_question_set, sample_questions
 
     questions = load_question_set(
         args.questions, split=args.split, limit=args.limit, skip_invalid=args.skip_invalid
     )
     options = _model_options(args, args.backend)
-    backend = load_backend(options, _sampling_settings(args), args.templates)
+    backend = make_backend(options, _sampling_settings(args), args.templates)
     result = sample_questions(
         questions,
         args.out,
@@ -446,10 +478,7 @@ def _register_judge(sub) -> None:
     p.add_argument("--out", required=True, help="results file (.jsonl), appended to and resumed from")
     _add_judge_args(p, "--backend")
     p.add_argument(
-        "--rule",
-        default="authors",
-        choices=["authors", "strict", "flexible"],
-        help="arithmetic: how the final answer is read",
+        "--rule", default="authors", choices=RULES, help="arithmetic: how the final answer is read"
     )
     p.add_argument(
         "--templates",
@@ -470,12 +499,15 @@ def _register_judge(sub) -> None:
 
 
 def run_train(argv: Sequence[str]) -> int:
-    from .config import parse_train_args
+    from .config import parse_train_config
+    from .methods import get_method
     from .train import train
 
-    _setup_logging()
-    data, model, args = parse_train_args(list(argv))
-    result = train(data, model, args)
+    setup_logging()
+    data, model, args, *settings = parse_train_config(list(argv))
+    wanted = get_method(data.method).settings_class
+    own = next((s for s in settings if wanted is not None and isinstance(s, wanted)), None)
+    result = train(data, model, args, method_settings=own)
     last = next((h for h in reversed(result.log_history) if "loss" in h), {})
     print(
         f"{result.method}: {result.global_step} steps on {result.records} records in {result.seconds:.0f}s"
@@ -486,24 +518,11 @@ def run_train(argv: Sequence[str]) -> int:
     return 0
 
 
-def _setup_logging() -> None:
-    import logging
-    import warnings
-
-    # PEFT reads a property transformers 5 deprecated; the warning is theirs and says nothing to our users.
-    warnings.filterwarnings(
-        "ignore", message=".*is_gradient_checkpointing.*deprecated", category=FutureWarning
-    )
-
-    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.WARNING)
-    logging.getLogger("nlft").setLevel(logging.INFO)
-
-
 def _register_train(sub) -> None:
     # Listed for --help; main() hands `nlft train ...` straight to run_train, whose parser knows the options.
     p = sub.add_parser(
         "train",
-        help="train with NLFT or the SFT baseline (LoRA; YAML config + overrides; `nlft train --help`)",
+        help="train with NLFT or a baseline (LoRA; YAML config + overrides; `nlft train --help`)",
         add_help=False,
     )
     p.set_defaults(func=lambda args: run_train([]))
@@ -517,7 +536,8 @@ def _register_train(sub) -> None:
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(args)
+    setup_logging()
+    return run_demo(args.out, size=args.size, epochs=args.epochs, seed=args.seed)
 
 
 def _register_demo(sub) -> None:
@@ -544,22 +564,37 @@ def _register_demo(sub) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from .evaluation import run_eval_command
+    from .evaluation import EvalOptions, EvalSettings, run_eval
 
-    return run_eval_command(args)
-
-
-def _add_loading_args(p: argparse.ArgumentParser) -> None:
-    """How to load a local model (for commands that take the model as a positional argument)."""
-    p.add_argument(
-        "--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="weights dtype"
+    options = EvalOptions(
+        model=args.model,
+        backend=_model_options(args, args.backend, model=args.model, adapter=args.adapter),
+        adapter=args.adapter,
+        all_checkpoints=args.all_checkpoints,
+        include_base=args.include_base,
+        data=args.data,
+        gsm8k_dir=args.gsm8k_dir,
+        limit=args.limit,
+        protocol=args.protocol,
+        templates=args.templates,
+        chat_template=args.chat_template,
+        num_fewshot=args.num_fewshot,
+        fewshot_data=args.fewshot_data,
+        fewshot_sampler=args.fewshot_sampler,
+        fewshot_seed=args.fewshot_seed,
+        settings=EvalSettings(
+            temperature=args.temperature,
+            top_p=args.top_p,
+            seeds=tuple(args.seeds) if args.seeds else None,
+            max_new_tokens=args.max_new_tokens,
+            limit=args.limit,
+        ),
+        out=args.out,
+        tag=args.tag,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
     )
-    p.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
-    p.add_argument(
-        "--trust-remote-code",
-        action="store_true",
-        help="run model code from the hub (off: only trusted architectures)",
-    )
+    return run_eval(options)
 
 
 def _register_eval(sub) -> None:
@@ -610,16 +645,11 @@ def _register_eval(sub) -> None:
     )
     g.add_argument("--limit", type=int, default=None, help="evaluate the first N questions only")
     g = p.add_argument_group("protocol")
-    g.add_argument("--protocol", default="paper", choices=["paper", "lm-eval"])
+    g.add_argument("--protocol", default="paper", choices=PROTOCOLS)
     g.add_argument(
         "--templates",
         default=None,
         help="paper: template set for the system prompt (default: the run's, else math)",
-    )
-    g.add_argument(
-        "--chat-template",
-        default=None,
-        help="paper: chat template (llama3 or a Jinja file) instead of the tokenizer's",
     )
     g.add_argument("--num-fewshot", type=int, default=5, help="lm-eval: exemplars per prompt")
     g.add_argument(
@@ -628,7 +658,7 @@ def _register_eval(sub) -> None:
     g.add_argument(
         "--fewshot-sampler",
         default="lm-eval",
-        choices=["lm-eval", "first"],
+        choices=FEWSHOT_SAMPLERS,
         help="lm-eval: seeded draw per question as lm-eval does, or the first k",
     )
     g.add_argument(
@@ -650,22 +680,13 @@ def _register_eval(sub) -> None:
         help="with --temperature > 0: one sample per seed; the summary reports mean and sd",
     )
     g.add_argument("--max-new-tokens", type=int, default=None, help="default: 512 (paper) or 256 (lm-eval)")
-    g = p.add_argument_group("back-end")
+    g = _add_model_args(p, model_flags=False)
     g.add_argument(
         "--backend",
         default="hf",
-        choices=["hf", "openai"],
+        choices=BACKENDS,
         help="hf: transformers generate; openai: an OpenAI-compatible server",
     )
-    g.add_argument("--batch-size", type=int, default=8, help="hf: prompts per generate call")
-    _add_loading_args(g)
-    g.add_argument(
-        "--base-url", default=None, help="openai: server URL, e.g. http://localhost:8000/v1 (vLLM, SGLang)"
-    )
-    g.add_argument(
-        "--api-key-env", default="OPENAI_API_KEY", help="openai: environment variable holding the API key"
-    )
-    g.add_argument("--concurrency", type=int, default=8, help="openai: requests in flight")
     g = p.add_argument_group("output")
     g.add_argument(
         "--out",
@@ -683,9 +704,21 @@ def _register_eval(sub) -> None:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from .compare import run_compare_command
+    from .compare import compare
 
-    return run_compare_command(args)
+    paths = compare(
+        args.runs,
+        args.out,
+        protocol=args.protocol,
+        data=args.data,
+        rule=args.rule,
+        tag=args.tag,
+        labels=args.labels,
+        title=args.title,
+    )
+    print(paths["md"].read_text(encoding="utf-8"))
+    print(f"wrote {paths['md']}, {paths['csv']} and {paths['png']}")
+    return 0
 
 
 def _register_compare(sub) -> None:
@@ -702,15 +735,10 @@ def _register_compare(sub) -> None:
     p.add_argument(
         "runs", nargs="+", metavar="RUN", help="run folders evaluated with `nlft eval RUN --all-checkpoints`"
     )
-    p.add_argument("--protocol", default="paper", choices=["paper", "lm-eval"])
+    p.add_argument("--protocol", default="paper", choices=PROTOCOLS)
     p.add_argument("--data", default="gsm8k:test", help="the --data the runs were evaluated on")
     p.add_argument("--tag", default=None, help="the --tag of the evaluations to compare")
-    p.add_argument(
-        "--rule",
-        default="authors",
-        choices=["strict", "flexible", "authors"],
-        help="extraction rule to tabulate and plot",
-    )
+    p.add_argument("--rule", default="authors", choices=RULES, help="extraction rule to tabulate and plot")
     p.add_argument(
         "--labels",
         nargs="+",
@@ -723,9 +751,19 @@ def _register_compare(sub) -> None:
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from .merge import run_merge_command
+    from .merge import merge_adapter
 
-    return run_merge_command(args)
+    out = merge_adapter(
+        args.model,
+        args.out,
+        adapter=args.adapter,
+        dtype=args.dtype,
+        device=args.device,
+        trust_remote_code=args.trust_remote_code,
+        overwrite=args.overwrite,
+    )
+    print(f"merged model and tokenizer written to {out}")
+    return 0
 
 
 def _register_merge(sub) -> None:
@@ -744,12 +782,7 @@ def _register_merge(sub) -> None:
     p.add_argument("--adapter", default=None, help="LoRA adapter folder to merge into MODEL")
     p.add_argument("--out", required=True, help="folder for the merged model")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
-    p.add_argument(
-        "--dtype",
-        default="auto",
-        choices=["auto", "float32", "bfloat16", "float16"],
-        help="dtype to merge and save in",
-    )
+    p.add_argument("--dtype", default="auto", choices=DTYPES, help="dtype to merge and save in")
     p.add_argument("--device", default="cpu", help="where to merge (cpu needs no GPU memory)")
     p.add_argument(
         "--trust-remote-code",
@@ -768,7 +801,7 @@ def _saliency(args: argparse.Namespace) -> int:
     from .saliency import make_report
     from .weighting import WeightingConfig
 
-    _setup_logging()
+    setup_logging()
     report = make_report(
         args.out,
         model=args.model,
@@ -797,9 +830,22 @@ def _saliency(args: argparse.Namespace) -> int:
     return 0
 
 
-def _register_saliency(sub) -> None:
-    from dataclasses import fields
+def _setting_type(spec):
+    """An argparse type for a weighting setting: its own check, so a bad value names the valid range."""
+    if spec.is_choice:
+        return str
 
+    def convert(text: str) -> float:
+        try:
+            return spec.coerce(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = spec.name
+    return convert
+
+
+def _register_saliency(sub) -> None:
     from .weighting import WeightingConfig
 
     p = _add(
@@ -856,7 +902,7 @@ def _register_saliency(sub) -> None:
         help="score X_std/X_judge with the adapter on (live) or off (initial: the frozen base model); "
         "default: as the run trained (its cached probabilities are the frozen base model's), else live",
     )
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    p.add_argument("--dtype", default="auto", choices=DTYPES)
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
     p.add_argument("--batch-size", type=int, default=4, help="records scored at once")
     w = p.add_argument_group(
@@ -866,23 +912,26 @@ def _register_saliency(sub) -> None:
     w.add_argument(
         "--weighting", default=None, help="YAML of weighting fields (e.g. the one nlft studio writes)"
     )
-    for f in fields(WeightingConfig):
-        if f.name == "prob_floor":  # enters the loss only, never a weight
+    for spec in WeightingConfig.specs():
+        if (
+            spec.control is None
+        ):  # settings that never change a token's weight (prob_floor enters the loss only)
             continue
-        flag = "--" + f.name.replace("_", "-")
-        if f.name == "cluster":
-            w.add_argument(
-                flag, dest=f.name, choices=f.metadata["choices"], default=None, help=f.metadata["help"]
-            )
-        else:
-            w.add_argument(flag, dest=f.name, type=float, default=None, help=f.metadata["help"])
+        w.add_argument(
+            "--" + spec.name.replace("_", "-"),
+            dest=spec.name,
+            type=_setting_type(spec),
+            choices=spec.choices,
+            default=None,
+            help=f"{spec.help} ({spec.describe()})",
+        )
     p.set_defaults(func=_saliency)
 
 
 def _studio(args: argparse.Namespace) -> int:
     from .studio import serve
 
-    _setup_logging()
+    setup_logging()
     return serve(args.run_dir, host=args.host, port=args.port, open_browser=args.open)
 
 

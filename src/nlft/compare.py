@@ -22,12 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .evaluation import data_name
+from .evaluation import RULE_NAMES, curve_rows, data_name, epoch_sort_key, epoch_text, percent
 from .gsm8k import RULES
 from .jsonl import atomic_write_bytes, atomic_write_text
 from .runs import EVAL_DIR, load_run
 
-RULE_NAMES = {"strict": "strict match", "flexible": "flexible extract", "authors": "authors' rule"}
 OUTPUT_NAME = "comparison"
 
 
@@ -39,61 +38,6 @@ class Curve:
     method: str
     run: str
     rows: list[dict[str, Any]]
-
-
-def _epoch_sort(row: dict[str, Any]) -> tuple[bool, float]:
-    return (row["epoch"] is None, row["epoch"] if row["epoch"] is not None else 0.0)
-
-
-def curve_rows(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A flat row per evaluation summary: checkpoint, epoch, counts, accuracy and spread per rule."""
-    rows = []
-    for s in summaries:
-        row: dict[str, Any] = {
-            "checkpoint": s.get("checkpoint") or "final",
-            "epoch": s.get("epoch"),
-            "questions": s["questions"],
-            "items": s["items"],
-            "done": s["done"],
-            "complete": s["complete"],
-            "seeds": len(s.get("seeds") or []) or 1,
-        }
-        std = s.get("accuracy_std") or {}
-        for rule in RULES:
-            row[rule] = s["accuracy"][rule]
-            row[f"{rule}_std"] = std.get(rule)
-        rows.append(row)
-    return sorted(rows, key=_epoch_sort)
-
-
-def _pct(value: float | None, std: float | None = None) -> str:
-    if value is None:
-        return "-"
-    text = f"{100 * value:.1f}"
-    return text + (f" ± {100 * std:.1f}" if std is not None else "")
-
-
-def _epoch_text(epoch: float | None) -> str:
-    if epoch is None:
-        return "final"
-    return str(int(epoch)) if float(epoch).is_integer() else f"{epoch:g}"
-
-
-def markdown_curve(rows: Sequence[dict[str, Any]], title: str) -> str:
-    """One run: a row per checkpoint, a column per rule."""
-    lines = [
-        f"**{title}** (accuracy, %)",
-        "",
-        "| epoch | checkpoint | questions | " + " | ".join(RULE_NAMES[r] for r in RULES) + " |",
-        "|---:|---|---:|" + "---:|" * len(RULES),
-    ]
-    for row in rows:
-        n = f"{row['done']}/{row['items']}" if not row["complete"] else str(row["items"])
-        cells = [_pct(row[r], row[f"{r}_std"]) for r in RULES]
-        lines.append(
-            f"| {_epoch_text(row['epoch'])} | {row['checkpoint']} | {n} | " + " | ".join(cells) + " |"
-        )
-    return "\n".join(lines)
 
 
 def load_curve(
@@ -133,7 +77,10 @@ def load_curve(
         kept.append(row)
     method = run.method
     return Curve(
-        label or f"{run.path.name} ({method.upper()})", method, str(run.path), sorted(kept, key=_epoch_sort)
+        label or f"{run.path.name} ({method.upper()})",
+        method,
+        str(run.path),
+        sorted(kept, key=epoch_sort_key),
     )
 
 
@@ -156,8 +103,8 @@ def markdown_table(curves: Sequence[Curve], rule: str, title: str) -> str:
                 continue
             star = "" if row["complete"] else "*"
             partial |= bool(star)
-            cells.append(_pct(row[rule], row[f"{rule}_std"]) + star)
-        lines.append(f"| {_epoch_text(epoch)} | " + " | ".join(cells) + " |")
+            cells.append(percent(row[rule], row[f"{rule}_std"]) + star)
+        lines.append(f"| {epoch_text(epoch)} | " + " | ".join(cells) + " |")
     if partial:
         lines += ["", "\\* evaluation not finished: accuracy over the questions done so far."]
     return "\n".join(lines)
@@ -296,19 +243,3 @@ def compare(
     atomic_write_text(paths["csv"], csv_text(curves))
     atomic_write_bytes(paths["png"], plot_png(curves, rule, title))
     return paths
-
-
-def run_compare_command(args) -> int:
-    paths = compare(
-        args.runs,
-        args.out,
-        protocol=args.protocol,
-        data=args.data,
-        rule=args.rule,
-        tag=args.tag,
-        labels=args.labels,
-        title=args.title,
-    )
-    print(paths["md"].read_text(encoding="utf-8"))
-    print(f"wrote {paths['md']}, {paths['csv']} and {paths['png']}")
-    return 0

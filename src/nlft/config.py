@@ -1,8 +1,9 @@
 """Typed configuration for ``nlft train``: YAML files plus command-line overrides (the trl convention).
 
-Three dataclasses, parsed together by trl's ``TrlParser`` (``nlft train --config x.yaml --learning_rate 1e-4``):
+Three dataclasses (and the settings class of each method that has one, ``methods.METHODS``), parsed together
+by trl's ``TrlParser`` (``nlft train --config x.yaml --learning_rate 1e-4``):
 
-* ``DataConfig``   what to train on and how to turn it into tokens, and which method (nlft | sft);
+* ``DataConfig``   what to train on and how to turn it into tokens, and which method (``methods.METHODS``);
 * ``ModelConfig``  trl's model/LoRA/quantization settings, with NLFT's reference defaults (LoRA r 16, alpha 16,
                    dropout 0.05 on gate/up/down projections);
 * ``NLFTConfig``   ``transformers.TrainingArguments`` plus every weighting constant (``WeightingConfig``) and
@@ -15,14 +16,14 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Literal
 
 from transformers import TrainingArguments
 from trl import ModelConfig as TrlModelConfig
 
+from .methods import METHODS, settings_classes
+from .modeling import DTYPES
+from .scoring import REFERENCE_PROBS
 from .weighting import WeightingConfig
-
-ReferenceProbs = Literal["live", "initial", "cached"]
 
 
 @dataclass
@@ -37,8 +38,10 @@ class DataConfig:
     method: str = field(
         default="nlft",
         metadata={
-            "help": "nlft, or sft: the fair baseline (trl SFTTrainer on the same responses after the X_base prompt).",
-            "choices": ["nlft", "sft"],
+            "help": "The training method: "
+            + "; ".join(f"{m.name}: {m.help}" for m in METHODS.values())
+            + ".",
+            "choices": list(METHODS),
         },
     )
     templates: str = field(
@@ -60,12 +63,6 @@ class DataConfig:
             "help": "Skip and count bad records (empty response, no room for the response, ...) instead of stopping."
         },
     )
-    tiny_model: bool = field(
-        default=False,
-        metadata={
-            "help": "Ignore model_name_or_path: build the embedded tiny random-weight Llama in the run folder (CPU demos, tests)."
-        },
-    )
 
 
 @dataclass
@@ -75,8 +72,8 @@ class ModelConfig(TrlModelConfig):
     dtype: str | None = field(
         default="auto",
         metadata={
-            "help": "Weights dtype: auto, bfloat16, float16 or float32.",
-            "choices": ["auto", "bfloat16", "float16", "float32"],
+            "help": "Weights dtype: " + ", ".join(DTYPES) + ".",
+            "choices": list(DTYPES),
         },
     )
     use_peft: bool = field(
@@ -107,7 +104,7 @@ class NLFTConfig(TrainingArguments, WeightingConfig):
         metadata={
             "help": "Where p_std/p_judge come from: live (the current model each step, as the reference), initial (the "
             "frozen base model: adapter disabled), cached (computed once before training, stored in the run folder).",
-            "choices": ["live", "initial", "cached"],
+            "choices": list(REFERENCE_PROBS),
         },
     )
     incorrect_sft: str = field(
@@ -171,8 +168,10 @@ class NLFTConfig(TrainingArguments, WeightingConfig):
 
     def __post_init__(self) -> None:
         WeightingConfig.__post_init__(self)
-        if self.reference_probs not in ("live", "initial", "cached"):
-            raise ValueError(f"reference_probs must be live, initial or cached, not {self.reference_probs!r}")
+        if self.reference_probs not in REFERENCE_PROBS:
+            raise ValueError(
+                f"reference_probs must be {', '.join(REFERENCE_PROBS)}, not {self.reference_probs!r}"
+            )
         if self.incorrect_sft not in ("none", "judge"):
             raise ValueError(f"incorrect_sft must be none or judge, not {self.incorrect_sft!r}")
         if self.logits_chunk_size < 1:
@@ -200,15 +199,53 @@ class NLFTConfig(TrainingArguments, WeightingConfig):
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name in names}
 
 
-CONFIG_CLASSES = (DataConfig, ModelConfig, NLFTConfig)
+CONFIG_CLASSES = (DataConfig, ModelConfig, NLFTConfig, *settings_classes())
 
 
 def parse_train_args(argv: list[str] | None = None) -> tuple[DataConfig, ModelConfig, NLFTConfig]:
-    """``--config file.yaml`` plus ``--field value`` overrides; command-line values win over the file."""
+    """``--config file.yaml`` plus ``--field value`` overrides; command-line values win over the file.
+
+    The settings of methods that have their own (``methods.Method.settings_class``) are parsed too; get them
+    with ``parse_train_config``."""
+    return parse_train_config(argv)[:3]
+
+
+def parse_train_config(argv: list[str] | None = None) -> tuple:
+    """(DataConfig, ModelConfig, NLFTConfig, *the methods' settings objects) from ``argv``."""
     from trl import TrlParser
 
     parser = TrlParser(
-        CONFIG_CLASSES, prog="nlft train", description="Train with NLFT (or the SFT baseline)."
+        CONFIG_CLASSES, prog="nlft train", description="Train with NLFT or one of its baselines."
     )
-    data, model, train = parser.parse_args_and_config(argv)
-    return data, model, train
+    return tuple(parser.parse_args_and_config(argv))
+
+
+def load_weighting_file(path: str | os.PathLike) -> dict:
+    """The weighting fields of a YAML file: one that ``nlft studio`` wrote, or any ``nlft train`` config.
+
+    Other training fields are passed over; a key that is no field at all (a typo) is an error naming the file,
+    and so is a weighting value outside its valid range.
+    """
+    from .files import read_yaml
+
+    data = read_yaml(path, "weighting file")
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of weighting fields, e.g. 'threshold: 1.5'")
+    names = WeightingConfig.names()
+    known = {f.name for cls in CONFIG_CLASSES for f in dataclasses.fields(cls)}
+    unknown = sorted(str(k) for k in data if k not in known)
+    if unknown:
+        raise ValueError(
+            f"{path}: unknown field(s) {', '.join(unknown)} (weighting fields: {', '.join(names)})"
+        )
+    return WeightingConfig.coerce_mapping({k: v for k, v in data.items() if k in names}, str(path))
+
+
+def resolve_weighting(
+    base: WeightingConfig, file: str | os.PathLike | None = None, overrides: dict | None = None
+) -> WeightingConfig:
+    """``base``, then the fields of ``file``, then ``overrides`` (e.g. command-line flags; None means unset)."""
+    cfg = base.replace(load_weighting_file(file)) if file is not None else base
+    return cfg.replace({k: v for k, v in (overrides or {}).items() if v is not None}, "weighting settings")

@@ -9,14 +9,13 @@
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import time
 from pathlib import Path
 
 from .builder import build_dataset
-from .saliency import list_snapshots
-from .tiny import SAMPLE_RECORDS
+from .records import SAMPLE_RECORDS
+from .snapshots import list_snapshots
 
 
 def _train_args(method: str, data: Path, out: Path, epochs: int, seed: int) -> list[str]:
@@ -52,27 +51,25 @@ def _epoch_means(history: list[dict]) -> str:
     return " -> ".join(f"{sum(v) / len(v):.4g}" for _, v in sorted(by_epoch.items())) or "-"
 
 
-def run_demo(args: argparse.Namespace) -> int:
-    from .cli import _setup_logging
+def run_demo(out: str | Path = "runs/demo", *, size: int = 12, epochs: int = 2, seed: int = 42) -> int:
     from .config import parse_train_args
     from .train import train
 
-    _setup_logging()
-    out = Path(args.out)
+    out = Path(out)
     if out.exists():
         # A demo always starts over: its folder holds nothing but what an earlier demo made.
         print(f"removing the earlier demo in {out}")
         shutil.rmtree(out)
     started = time.time()
     print(f"nlft demo: bundled sample ({SAMPLE_RECORDS.name}) -> {out}\n")
-    built = build_dataset(SAMPLE_RECORDS, out / "data", size=args.size, ratio="2:1", seed=args.seed)
+    built = build_dataset(SAMPLE_RECORDS, out / "data", size=size, ratio="2:1", seed=seed)
     print(built.summary() + "\n")
 
     results = {}
     for method in ("nlft", "sft"):
         print(f"== training with {method.upper()} ==")
         data, model, train_cfg = parse_train_args(
-            _train_args(method, built.nlft_path, out / method, args.epochs, args.seed)
+            _train_args(method, built.nlft_path, out / method, epochs, seed)
         )
         results[method] = train(data, model, train_cfg)
         print()

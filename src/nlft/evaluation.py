@@ -37,12 +37,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .generation import Completion, Request, SamplingSettings
-from .gsm8k import HUB_ID, LM_EVAL_RULES, RULES, gold_answer, grade, load_gsm8k, normalize_number, to_decimal
+from .generation import BackendOptions, Completion, Request, SamplingSettings, make_backend
+from .gsm8k import HUB_ID, LM_EVAL_RULES, RULES, grade, load_gsm8k, question_gold
 from .jsonl import AppendLog, atomic_write_json
+from .modeling import free_accelerator_memory
 from .prompts import TemplateSet
 from .records import Problem, Question, Record, iter_rows, validate_question
-from .runs import EVAL_DIR, Run, Weights
+from .runs import EVAL_DIR, Checkpoint, Run
 
 PROTOCOLS = ("paper", "lm-eval")
 FEWSHOT_SAMPLERS = ("lm-eval", "first")
@@ -71,20 +72,11 @@ class EvalData:
     questions: list[Question]
 
 
-def question_gold(question: Question) -> str | None:
-    """The gold number of a question, or None: ``extra["gold"]`` (GSM8K loader), else its reference, either a
-    solution ending in ``#### N`` or a bare number."""
-    if question.extra.get("gold") is not None:
-        return str(question.extra["gold"])
-    ref = question.reference
-    if ref is None:
+def _gold_or_none(question: Question) -> str | None:
+    try:
+        return question_gold(question)
+    except ValueError:
         return None
-    if "####" in ref:
-        try:
-            return gold_answer(ref)
-        except ValueError:
-            return None
-    return normalize_number(ref) if to_decimal(ref) is not None else None
 
 
 def _gold_text(question: Question) -> str:
@@ -105,7 +97,7 @@ def load_question_file(path: str | Path, *, need: str = "gold") -> list[Question
         if question is None:
             return None, problems
         field_name = next((n for n in ("reference", "answer") if n in row.data), "answer")
-        if need == "gold" and question_gold(question) is None:
+        if need == "gold" and _gold_or_none(question) is None:
             what = (
                 "missing" if question.reference is None else f"no number in it ({question.reference[-40:]!r})"
             )
@@ -140,12 +132,14 @@ def load_question_file(path: str | Path, *, need: str = "gold") -> list[Question
         raise RecordError(exc.problems, hint="Fix the questions above; evaluation needs every one.") from None
 
 
-SAMPLE_DATA = "nlft:sample"  # the first 50 GSM8K test questions, shipped in the package
+# ``--data nlft:sample`` for evaluation: the first 50 GSM8K test questions, shipped in the package (not the
+# training records of the same name, ``records.SAMPLE_RECORDS_SPEC``).
+SAMPLE_QUESTIONS_SPEC = "nlft:sample"
 
 
 def data_name(spec: str) -> str:
     """The data part of result folder names: ``gsm8k:test`` -> ``test``, ``dir/q.jsonl`` -> ``q``."""
-    if spec == SAMPLE_DATA:
+    if spec == SAMPLE_QUESTIONS_SPEC:
         return "sample"
     if spec.startswith("gsm8k:"):
         return spec.split(":", 1)[1]
@@ -156,7 +150,7 @@ def data_name(spec: str) -> str:
 def load_eval_data(spec: str, gsm8k_dir: str | Path | None = None, *, need: str = "gold") -> EvalData:
     """``gsm8k:<split>`` (from ``gsm8k_dir``, a folder of ``<split>.jsonl``, or the hub's ``openai/gsm8k``),
     ``nlft:sample`` (50 GSM8K test questions shipped in the package) or a question file."""
-    if spec == SAMPLE_DATA:
+    if spec == SAMPLE_QUESTIONS_SPEC:
         from .tiny import SAMPLE_GSM8K_TEST
 
         return EvalData(spec, data_name(spec), load_gsm8k("test", SAMPLE_GSM8K_TEST))
@@ -212,9 +206,7 @@ class PaperProtocol:
             reference=question.reference,
             system=question.system,
         )
-        system, user = self.templates.messages("base", as_record)
-        out = [{"role": "system", "content": system}] if system else []
-        return [*out, {"role": "user", "content": user}]
+        return self.templates.chat("base", as_record)
 
     def build(self, questions: Sequence[Question]) -> list[Prompted]:
         return [Prompted(q, Request(q.id, messages=self.messages(q))) for q in questions]
@@ -415,6 +407,68 @@ def _fmt_acc(acc: dict[str, float | None], std: dict[str, float | None] | None =
             text += f" ± {100 * std[rule]:.1f}"
         parts.append(f"{rule} {text}")
     return "  ".join(parts)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Accuracy per checkpoint (the curve; nlft compare sets several side by side)
+# ----------------------------------------------------------------------------------------------------------------
+
+RULE_NAMES = {"strict": "strict match", "flexible": "flexible extract", "authors": "authors' rule"}
+
+
+def epoch_sort_key(row: dict[str, Any]) -> tuple[bool, float]:
+    return (row["epoch"] is None, row["epoch"] if row["epoch"] is not None else 0.0)
+
+
+def curve_rows(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A flat row per evaluation summary: checkpoint, epoch, counts, accuracy and spread per rule."""
+    rows = []
+    for s in summaries:
+        row: dict[str, Any] = {
+            "checkpoint": s.get("checkpoint") or "final",
+            "epoch": s.get("epoch"),
+            "questions": s["questions"],
+            "items": s["items"],
+            "done": s["done"],
+            "complete": s["complete"],
+            "seeds": len(s.get("seeds") or []) or 1,
+        }
+        std = s.get("accuracy_std") or {}
+        for rule in RULES:
+            row[rule] = s["accuracy"][rule]
+            row[f"{rule}_std"] = std.get(rule)
+        rows.append(row)
+    return sorted(rows, key=epoch_sort_key)
+
+
+def percent(value: float | None, std: float | None = None) -> str:
+    if value is None:
+        return "-"
+    text = f"{100 * value:.1f}"
+    return text + (f" ± {100 * std:.1f}" if std is not None else "")
+
+
+def epoch_text(epoch: float | None) -> str:
+    if epoch is None:
+        return "final"
+    return str(int(epoch)) if float(epoch).is_integer() else f"{epoch:g}"
+
+
+def markdown_curve(rows: Sequence[dict[str, Any]], title: str) -> str:
+    """One run: a row per checkpoint, a column per rule."""
+    lines = [
+        f"**{title}** (accuracy, %)",
+        "",
+        "| epoch | checkpoint | questions | " + " | ".join(RULE_NAMES[r] for r in RULES) + " |",
+        "|---:|---|---:|" + "---:|" * len(RULES),
+    ]
+    for row in rows:
+        n = f"{row['done']}/{row['items']}" if not row["complete"] else str(row["items"])
+        cells = [percent(row[r], row[f"{r}_std"]) for r in RULES]
+        lines.append(
+            f"| {epoch_text(row['epoch'])} | {row['checkpoint']} | {n} | " + " | ".join(cells) + " |"
+        )
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -629,7 +683,7 @@ def evaluate(
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def checkpoints(run: Run, *, all_checkpoints: bool, include_base: bool) -> list[Weights]:
+def checkpoints(run: Run, *, all_checkpoints: bool, include_base: bool) -> list[Checkpoint]:
     """The weights to evaluate in a run folder: the final ones, or every per-epoch save (and the base model as
     epoch 0 with ``include_base``)."""
     chosen = run.epochs() if all_checkpoints else [run.final()]
@@ -638,20 +692,20 @@ def checkpoints(run: Run, *, all_checkpoints: bool, include_base: bool) -> list[
             f"{run.path}: no per-epoch checkpoints under epochs/ (nothing for --all-checkpoints)"
         )
     if include_base:
-        chosen = [Weights(run.base_model, None, "base", 0.0), *chosen]
+        chosen = [Checkpoint(run.base_model, None, "base", 0.0), *chosen]
     return chosen
 
 
-def checkpoint_describe(run: Run, weights: Weights) -> dict[str, Any]:
+def checkpoint_describe(run: Run, checkpoint: Checkpoint) -> dict[str, Any]:
     """What results of one checkpoint of a run record about it (``nlft compare`` reads these)."""
-    adapter = str(weights.adapter) if weights.adapter else None
+    adapter = str(checkpoint.adapter) if checkpoint.adapter else None
     return {
-        "model": weights.base_model,
+        "model": checkpoint.base_model,
         "adapter": adapter,
         "run": str(run.path),
         "method": run.method,
-        "checkpoint": weights.label,
-        "epoch": weights.epoch,
+        "checkpoint": checkpoint.label,
+        "epoch": checkpoint.epoch,
     }
 
 
@@ -676,131 +730,166 @@ def default_out(model: str, adapter: str | None, name: str) -> Path:
     return Path("evals") / who / name
 
 
-def run_eval_command(args) -> int:
-    """``nlft eval``: the command-line driver (argument meanings in ``cli._register_eval``)."""
+@dataclass
+class EvalOptions:
+    """Everything ``nlft eval`` does, as one typed value (``run_eval``); the CLI only fills it in.
+
+    ``model`` is a hub id, a model folder, an adapter folder or a run folder (with ``backend.backend ==
+    "openai"``: the served model's name); the back-end's other options (batch size, dtype, server, timeouts,
+    retries) are ``backend``'s, built by ``generation.make_backend`` as for sampling and judging.
+    """
+
+    model: str
+    backend: BackendOptions = field(default_factory=BackendOptions)
+    adapter: str | None = None
+    all_checkpoints: bool = False
+    include_base: bool = False
+    data: str = "gsm8k:test"
+    gsm8k_dir: str | None = None
+    limit: int | None = None
+    protocol: str = "paper"
+    templates: str | None = None  # paper: the template set (default: the run's, else math)
+    chat_template: str | None = None
+    num_fewshot: int = 5
+    fewshot_data: str | None = None
+    fewshot_sampler: str = "lm-eval"
+    fewshot_seed: int = LM_EVAL_FEWSHOT_SEED
+    settings: EvalSettings = field(default_factory=EvalSettings)
+    out: str | None = None
+    tag: str | None = None
+    overwrite: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol '{self.protocol}': choose from {', '.join(PROTOCOLS)}")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"--limit must be at least 1, got {self.limit}")
+        self.settings.seed_list()  # bad decoding options fail before anything is loaded
+
+
+def run_eval(options: EvalOptions) -> int:
+    """``nlft eval``: evaluate a model, an adapter or the checkpoints of a run; print what was found.
+
+    Returns the exit status: 0, or 1 when some requests failed (a rerun retries just those).
+    """
+    from dataclasses import replace
+
     from .jsonl import atomic_write_text
     from .runs import is_run, load_run
 
-    settings = EvalSettings(
-        temperature=args.temperature,
-        top_p=args.top_p,
-        seeds=tuple(args.seeds) if args.seeds else None,
-        max_new_tokens=args.max_new_tokens,
-        limit=args.limit,
-    )
-    settings.seed_list()  # bad options fail before anything is loaded
-    if args.limit is not None and args.limit < 1:
-        raise ValueError(f"--limit must be at least 1, got {args.limit}")
-    run = load_run(args.model) if args.backend == "hf" and is_run(args.model) else None
-    if (args.all_checkpoints or args.include_base) and run is None:
+    o = options
+    hf = o.backend.backend == "hf"
+    run = load_run(o.model) if hf and is_run(o.model) else None
+    if (o.all_checkpoints or o.include_base) and run is None:
         raise ValueError(
-            f"{args.model}: --all-checkpoints and --include-base need a run folder (one with run.json) and --backend hf"
+            f"{o.model}: --all-checkpoints and --include-base need a run folder (one with run.json) and --backend hf"
         )
-    if run is not None and args.adapter:
-        raise ValueError(f"{args.model} is a run folder; --adapter goes with a base model")
-    templates = args.templates or (run.templates if run else None) or "math"
-    data = load_eval_data(args.data, args.gsm8k_dir)
-    fewshot_data = args.fewshot_data or ("gsm8k:train" if args.data.startswith("gsm8k:") else None)
-    if args.protocol == "lm-eval" and args.num_fewshot and fewshot_data is None:
+    if run is not None and o.adapter:
+        raise ValueError(f"{o.model} is a run folder; --adapter goes with a base model")
+    if o.adapter and not hf:
+        raise ValueError("--adapter needs --backend hf (serve the adapter and name it as the model instead)")
+    templates = o.templates or (run.templates if run else None) or "math"
+    data = load_eval_data(o.data, o.gsm8k_dir)
+    fewshot_data = o.fewshot_data or ("gsm8k:train" if o.data.startswith("gsm8k:") else None)
+    if o.protocol == "lm-eval" and o.num_fewshot and fewshot_data is None:
         raise ValueError(
             "--protocol lm-eval on a question file needs --fewshot-data (exemplars with worked answers) or --num-fewshot 0"
         )
     protocol = make_protocol(
-        args.protocol,
+        o.protocol,
         templates=templates,
         data=data,
-        num_fewshot=args.num_fewshot,
+        num_fewshot=o.num_fewshot,
         fewshot_data=fewshot_data or "",
-        fewshot_sampler=args.fewshot_sampler,
-        fewshot_seed=args.fewshot_seed,
-        gsm8k_dir=args.gsm8k_dir,
+        fewshot_sampler=o.fewshot_sampler,
+        fewshot_seed=o.fewshot_seed,
+        gsm8k_dir=o.gsm8k_dir,
     )
-    name = folder_name(protocol.name, data.name, args.tag)
+    name = folder_name(protocol.name, data.name, o.tag)
+    # The paper protocol's layout for tokenizers without a chat template is its template set's.
+    layout = protocol.templates if isinstance(protocol, PaperProtocol) else None
 
-    if args.backend == "openai":
-        from .generation import OpenAIBackend
-
-        if args.adapter:
-            raise ValueError(
-                "--adapter needs --backend hf (serve the adapter and name it as the model instead)"
-            )
-        backend = OpenAIBackend(
-            args.model, base_url=args.base_url, api_key_env=args.api_key_env, concurrency=args.concurrency
-        )
-        out = Path(args.out) if args.out else default_out(args.model, None, name)
-        describe = {"model": args.model, "backend": "openai", "base_url": args.base_url, "tag": args.tag}
+    if not hf:
+        out = Path(o.out) if o.out else default_out(o.model, None, name)
+        describe = {"model": o.model, "backend": "openai", "base_url": o.backend.base_url, "tag": o.tag}
+        backend = make_backend(replace(o.backend, model=o.model), SamplingSettings(), layout)
         summary = evaluate(
             backend,
             protocol,
             data,
             out,
-            settings,
+            o.settings,
             describe=describe,
-            overwrite=args.overwrite,
-            progress=not args.quiet,
+            overwrite=o.overwrite,
+            progress=o.progress,
         )
         _report(summary, out)
         return _exit_code(summary)
 
-    targets = (
-        checkpoints(run, all_checkpoints=args.all_checkpoints, include_base=args.include_base)
-        if run
-        else [None]
+    targets: list[Checkpoint | None] = (
+        checkpoints(run, all_checkpoints=o.all_checkpoints, include_base=o.include_base) if run else [None]
     )
-    if args.out and len(targets) > 1:
+    if o.out and len(targets) > 1:
         raise ValueError(
             "--out names one folder; with --all-checkpoints results go to RUN/eval/<protocol>-<data>-<checkpoint>/"
         )
     code = 0
     summaries = []
-    for weights in targets:
-        if weights is None:
-            base, adapter = args.model, args.adapter
-            out = Path(args.out) if args.out else default_out(base, adapter, name)
+    for target in targets:
+        if target is None:
+            base, adapter = o.model, o.adapter
+            out = Path(o.out) if o.out else default_out(base, adapter, name)
             describe = {"model": base, "adapter": adapter}
         else:
-            base, adapter = weights.base_model, str(weights.adapter) if weights.adapter else None
+            base, adapter = target.base_model, str(target.adapter) if target.adapter else None
             out = (
-                Path(args.out)
-                if args.out
-                else run.path / EVAL_DIR / folder_name(protocol.name, data.name, args.tag, weights.label)
+                Path(o.out)
+                if o.out
+                else run.path / EVAL_DIR / folder_name(protocol.name, data.name, o.tag, target.label)
             )
-            describe = checkpoint_describe(run, weights)
-        describe.update(
-            tag=args.tag,
-            backend="hf",
-            dtype=args.dtype,
-            chat_template=args.chat_template or (run.chat_template if run else None),
+            describe = checkpoint_describe(run, target)
+        chat_template = o.chat_template or (run.chat_template if run else None)
+        describe.update(tag=o.tag, backend="hf", dtype=o.backend.dtype, chat_template=chat_template)
+        summary = _eval_hf(
+            replace(o.backend, model=base, adapter=adapter, chat_template=chat_template),
+            layout,
+            protocol,
+            data,
+            out,
+            o.settings,
+            describe,
+            overwrite=o.overwrite,
+            progress=o.progress,
         )
-        summary = _eval_hf(base, adapter, protocol, data, out, settings, describe, args)
-        _free_accelerator_memory()
+        free_accelerator_memory()
         _report(summary, out)
         summaries.append(summary)
         code = max(code, _exit_code(summary))
-    if run is not None and args.all_checkpoints:
-        from .compare import curve_rows, markdown_curve
-
+    if run is not None and o.all_checkpoints:
         rows = curve_rows(summaries)
         table = markdown_curve(rows, f"{run.path.name}: {protocol.name} protocol, {data.spec}")
         print("\n" + table)
-        prefix = folder_name(protocol.name, data.name, args.tag)
+        prefix = folder_name(protocol.name, data.name, o.tag)
         atomic_write_text(run.path / EVAL_DIR / f"{prefix}-curve.md", table + "\n")
     return code
 
 
-def _eval_hf(base, adapter, protocol, data, out, settings, describe, args) -> dict[str, Any]:
-    from .generation import HFBackend
-    from .modeling import load_model
-    from .prompts import PromptRenderer
-
-    if not pending(protocol, data, out, settings, describe=describe, overwrite=args.overwrite):
-        return evaluate(None, protocol, data, out, settings, describe=describe, progress=not args.quiet)
-    model, tokenizer, _ = load_model(
-        base, adapter, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code
-    )
-    plain = {"plain_format": protocol.templates.plain} if isinstance(protocol, PaperProtocol) else {}
-    renderer = PromptRenderer(tokenizer, chat_template=describe.get("chat_template"), **plain)
-    backend = HFBackend(model, tokenizer, batch_size=args.batch_size, renderer=renderer)
+def _eval_hf(
+    options: BackendOptions,
+    layout,
+    protocol,
+    data,
+    out,
+    settings,
+    describe,
+    *,
+    overwrite: bool,
+    progress: bool,
+) -> dict[str, Any]:
+    if not pending(protocol, data, out, settings, describe=describe, overwrite=overwrite):
+        return evaluate(None, protocol, data, out, settings, describe=describe, progress=progress)
+    backend = make_backend(options, SamplingSettings(), layout)
     return evaluate(
         backend,
         protocol,
@@ -808,21 +897,10 @@ def _eval_hf(base, adapter, protocol, data, out, settings, describe, args) -> di
         out,
         settings,
         describe=describe,
-        overwrite=args.overwrite,
-        progress=not args.quiet,
+        overwrite=overwrite,
+        progress=progress,
         sort_key=lambda request: len(backend.prompt_ids(request)),
     )
-
-
-def _free_accelerator_memory() -> None:
-    """Give back the last checkpoint's memory before the next one loads (its objects are unreachable by now)."""
-    import gc
-
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def _report(summary: dict[str, Any], out: Path) -> None:

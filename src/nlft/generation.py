@@ -20,7 +20,7 @@ import random
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -46,7 +46,6 @@ class Request:
     key: str
     messages: list[dict[str, str]] | None = None  # chat: [{"role": ..., "content": ...}]
     text: str | None = None  # raw prompt for completion-style protocols
-    meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if (self.messages is None) == (self.text is None):
@@ -163,6 +162,87 @@ class HFBackend:
                 yield request, Completion(text, finish_reason=finish)
 
 
+BACKENDS = ("hf", "openai")
+
+
+@dataclass
+class BackendOptions:
+    """Where text comes from: a local transformers model or an OpenAI-compatible server."""
+
+    backend: str = "hf"
+    model: str = ""
+    adapter: str | None = None  # hf: a LoRA adapter folder
+    base_url: str | None = None  # openai: e.g. http://localhost:8000/v1 for vLLM
+    api_key_env: str = "OPENAI_API_KEY"
+    concurrency: int = 8  # openai: requests in flight
+    timeout: float = 120.0  # openai: seconds to wait for the server (connect, and each read)
+    max_retries: int = 5
+    stream: bool = False
+    batch_size: int = 8  # hf
+    dtype: str = "auto"
+    device: str | None = None
+    trust_remote_code: bool = False
+    chat_template: str | None = None  # hf: a built-in name or a Jinja file, for tokenizers without one
+    extra_body: dict[str, Any] | None = (
+        None  # openai: server-specific request fields, e.g. {"do_sample": true}
+    )
+
+    def describe(self) -> dict[str, Any]:
+        """What identifies the text source in results files (never the key)."""
+        out: dict[str, Any] = {"backend": self.backend, "model": self.model}
+        if self.adapter:
+            out["adapter"] = self.adapter
+        return out
+
+
+def make_backend(options: BackendOptions, settings: SamplingSettings, templates=None):
+    """An ``HFBackend`` or ``OpenAIBackend`` for ``options``: the one place a back-end is built (sampling,
+    judging and evaluation all come here, with the same options and defaults). ``templates`` (a template set;
+    default math) gives the layout for tokenizers without a chat template, as the trainer renders it."""
+    if options.backend not in BACKENDS:
+        raise ValueError(f"backend '{options.backend}': choose from {', '.join(BACKENDS)}")
+    if not options.model:
+        raise ValueError(
+            "no model given (--model): a hub id or folder for hf, the served model name for openai"
+        )
+    if options.backend == "openai":
+        return OpenAIBackend(
+            options.model,
+            base_url=options.base_url,
+            api_key_env=options.api_key_env,
+            settings=settings,
+            concurrency=options.concurrency,
+            timeout=options.timeout,
+            max_retries=options.max_retries,
+            stream=options.stream,
+            extra_body=options.extra_body,
+        )
+    from .modeling import load_model
+    from .prompts import PromptRenderer, TemplateSet
+
+    model, tokenizer, _ = load_model(
+        options.model,
+        options.adapter,
+        dtype=options.dtype,
+        device=options.device,
+        trust_remote_code=options.trust_remote_code,
+    )
+    # The trainer renders X_base with this renderer; sampling through it gives the same prompt tokens.
+    template_set = TemplateSet.load(templates)
+    renderer = PromptRenderer(tokenizer, chat_template=options.chat_template, plain_format=template_set.plain)
+    return HFBackend(model, tokenizer, settings, batch_size=options.batch_size, renderer=renderer)
+
+
+def describe_backend(backend) -> dict[str, Any]:
+    """What a results file records about a back-end built without ``BackendOptions`` (library use)."""
+    if isinstance(backend, HFBackend):
+        return {
+            "backend": "hf",
+            "model": str(getattr(backend.model, "name_or_path", "") or type(backend.model).__name__),
+        }
+    return {"backend": "openai", "model": str(getattr(backend, "model", ""))}
+
+
 class MalformedReply(Exception):
     """A reply that arrived but can't be used: no choices, no text, a stream cut off before its finish reason."""
 
@@ -190,7 +270,7 @@ class OpenAIBackend:
         api_key_env: str = "OPENAI_API_KEY",
         settings: SamplingSettings | None = None,
         concurrency: int = 8,
-        timeout: float = 60.0,
+        timeout: float = 120.0,
         max_retries: int = 5,
         stream: bool = False,
         extra_body: dict[str, Any] | None = None,

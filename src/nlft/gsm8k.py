@@ -189,6 +189,23 @@ def grade(response: str, gold: str, rule: str = "authors") -> Grade:
     return Grade(gold_num, extracted, matches, rule, lm_eval)
 
 
+def question_gold(question: Question) -> str:
+    """The gold number a response to ``question`` is graded against: ``extra["gold"]`` (set by the GSM8K loader),
+    else the ``#### N`` of its reference solution, else a reference that is a bare number. ``ValueError`` (saying
+    why) when there is none. The one gold rule of sampling, judging and evaluation."""
+    gold = question.extra.get("gold")
+    if gold is not None and to_decimal(str(gold)) is not None:
+        return normalize_number(str(gold)) or ""
+    ref = question.reference
+    if ref is None:
+        raise ValueError("no reference answer to grade against")
+    if "####" in ref:
+        return gold_answer(ref)
+    if to_decimal(ref) is None:
+        raise ValueError("the reference answer is not a number and has no '#### <number>' line")
+    return normalize_number(ref) or ""
+
+
 def question_id(split: str, index: int) -> str:
     return f"gsm8k-{split}-{index:05d}"
 

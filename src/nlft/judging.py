@@ -28,11 +28,11 @@ import yaml
 
 from . import resource_path
 from .arithmetic import judge_response
-from .generation import Request, SamplingSettings
+from .generation import BackendOptions, Request, SamplingSettings, describe_backend, make_backend
 from .jsonl import AppendLog
-from .prompts import TemplateSet, fill
+from .prompts import TemplateSet, chat_messages, fill
 from .records import Record, load_records
-from .sampling import BackendOptions, check_same_settings, describe_backend, load_backend, progress_bar
+from .sampling import check_same_settings, progress_bar
 
 JUDGE_BACKENDS = ("arithmetic", "openai", "hf")
 BUILTIN_JUDGE_PROMPTS = ("math",)
@@ -84,10 +84,7 @@ class JudgePrompt:
             "reference": record.reference or "",
             "system": record.system if record.system is not None else default_system,
         }
-        system, user = fill(self.system, values), fill(self.user, values)
-        return ([{"role": "system", "content": system}] if system.strip() else []) + [
-            {"role": "user", "content": user}
-        ]
+        return chat_messages(fill(self.system, values), fill(self.user, values))
 
     def says_correct(self, reply: str) -> bool:
         """Whether the reply declares the response correct: a line that is only the marker, give or take case,
@@ -191,7 +188,7 @@ def load_judge(options: JudgeOptions, templates: str | Path | TemplateSet | None
     model = replace(options.model, backend=options.backend)
     settings = SamplingSettings(max_new_tokens=options.max_new_tokens, temperature=0.0)
     template_set = TemplateSet.load(templates)
-    backend = load_backend(model, settings, template_set)
+    backend = make_backend(model, settings, template_set)
     return ModelJudge(
         backend,
         JudgePrompt.load(options.prompt),

@@ -1,4 +1,4 @@
-"""The NLFT loss (METHOD.md sections 3, 4 and 6) for one record, from per-token probabilities.
+"""The NLFT loss (docs/method.md sections 3, 4 and 6) for one record, from per-token probabilities.
 
 Per record::
 
@@ -62,7 +62,7 @@ class RecordLoss:
 
     loss: torch.Tensor  # loss_scale * (sft + x), with gradient
     sft: torch.Tensor  # L_sft (detached)
-    x: torch.Tensor  # L_correct or L_incorrect (detached)
+    weighted: torch.Tensor  # L_correct or L_incorrect (detached), logged as nlft_loss
     weights: TokenWeights
 
 

@@ -50,17 +50,3 @@ def merge_adapter(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
-
-
-def run_merge_command(args) -> int:
-    out = merge_adapter(
-        args.model,
-        args.out,
-        adapter=args.adapter,
-        dtype=args.dtype,
-        device=args.device,
-        trust_remote_code=args.trust_remote_code,
-        overwrite=args.overwrite,
-    )
-    print(f"merged model and tokenizer written to {out}")
-    return 0

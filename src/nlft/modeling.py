@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .runs import Weights, resolve_weights
+from .runs import Checkpoint, resolve_checkpoint
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -52,18 +52,13 @@ def load_model(
     dtype: str | None = "auto",
     device: str | None = None,
     trust_remote_code: bool = False,
-    attn_implementation: str | None = None,
-    model_kwargs: dict[str, Any] | None = None,
 ):
     """Load ``(model, tokenizer, weights)`` for inference. ``model`` may be a hub id, a model folder, an adapter
     folder or a run folder; the tokenizer comes from the adapter folder when it holds one."""
     from transformers import AutoModelForCausalLM
 
-    weights: Weights = resolve_weights(str(model), str(adapter) if adapter else None)
+    weights: Checkpoint = resolve_checkpoint(str(model), str(adapter) if adapter else None)
     kwargs: dict[str, Any] = dict(dtype=torch_dtype(dtype), trust_remote_code=trust_remote_code)
-    if attn_implementation:
-        kwargs["attn_implementation"] = attn_implementation
-    kwargs.update(model_kwargs or {})
     net = AutoModelForCausalLM.from_pretrained(weights.base_model, **kwargs)
     tok_source = (
         weights.adapter
@@ -78,3 +73,15 @@ def load_model(
     net.to(device or default_device())
     net.eval()
     return net, tokenizer, weights
+
+
+def free_accelerator_memory() -> None:
+    """Give back an unreachable model's accelerator memory before the next one loads (between checkpoints of an
+    evaluation, between a sampling model and a judge model)."""
+    import gc
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()

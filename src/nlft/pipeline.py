@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .builder import BuildResult, build_dataset
-from .generation import SamplingSettings
+from .generation import BackendOptions, SamplingSettings, make_backend
 from .judging import JudgeOptions, JudgeSummary, judge_records, load_judge
+from .modeling import free_accelerator_memory
 from .records import Question
-from .sampling import BackendOptions, SampleSummary, load_backend, sample_questions
+from .sampling import SampleSummary, sample_questions
 
 SAMPLES_FILE = "samples.jsonl"
 JUDGED_FILE = "judged.jsonl"
@@ -65,7 +66,7 @@ def make_dataset(
 
     The judge is loaded only once sampling is done, so a local sampling model is freed first."""
     out = Path(out_dir)
-    backend = load_backend(sampler, settings, templates)
+    backend = make_backend(sampler, settings, templates)
     sampled = sample_questions(
         questions,
         out / SAMPLES_FILE,
@@ -78,7 +79,7 @@ def make_dataset(
         progress=progress,
     )
     del backend
-    _free_memory()
+    free_accelerator_memory()
     judged = judge_records(
         out / SAMPLES_FILE, out / JUDGED_FILE, load_judge(judge, templates), progress=progress
     )
@@ -92,14 +93,3 @@ def make_dataset(
             "or more --samples to add to them."
         ) from None
     return MakeResult(sampled, judged, built)
-
-
-def _free_memory() -> None:
-    """Let a local sampling model go before a local judge model is loaded onto the same accelerator."""
-    import gc
-    import sys
-
-    gc.collect()
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
-        torch.cuda.empty_cache()

@@ -36,6 +36,12 @@ def _resource_text(*parts: str) -> str:
     return resource_path(*parts).read_text(encoding="utf-8")
 
 
+def chat_messages(system: str, user: str) -> list[dict[str, str]]:
+    """A system message (left out when blank) and a user message: how every prompt nlft asks is laid out."""
+    head = [{"role": "system", "content": system}] if system.strip() else []
+    return [*head, {"role": "user", "content": user}]
+
+
 def fill(template: str, values: Mapping[str, str]) -> str:
     """Substitute ``{name}`` for the names in ``values`` in one pass; other braces stay as they are."""
     return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), template)
@@ -124,6 +130,10 @@ class TemplateSet:
         pair: PromptPair = getattr(self, kind)
         return fill(pair.system, values), fill(pair.user, values)
 
+    def chat(self, kind: str, record: Record) -> list[dict[str, str]]:
+        """Prompt ``kind`` for ``record`` as chat messages (what the chat template renders)."""
+        return chat_messages(*self.messages(kind, record))
+
 
 def load_chat_template(spec: str | None) -> str | None:
     """A chat template by built-in name (``llama3``) or from a Jinja file; None stays None."""
@@ -173,10 +183,8 @@ class PromptRenderer:
         return bool(self.chat_template)
 
     def _messages(self, system: str, user: str) -> list[dict[str, str]]:
-        if not system:
-            return [{"role": "user", "content": user}]
-        if self._system_role:
-            return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        if self._system_role or not system.strip():
+            return chat_messages(system, user)
         return [{"role": "user", "content": f"{system}\n\n{user}"}]
 
     def _apply(self, system: str, user: str, tokenize: bool):

@@ -19,6 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import resource_path
+
+# ``--data nlft:sample`` for training: the records bundled with the package (GSM8K questions, wrong Llama-3-8B
+# answers with MathCritique critiques, GSM8K gold solutions as correct responses; see resources/sample/).
+SAMPLE_RECORDS_SPEC = "nlft:sample"
+SAMPLE_RECORDS = resource_path("sample", "records.jsonl")
+
 # Our field name -> accepted names in the order they are looked up (ours first, then the authors').
 RECORD_FIELDS: dict[str, tuple[str, ...]] = {
     "id": ("id",),
@@ -271,6 +278,13 @@ def iter_rows(
     if path.suffix.lower() in (".json", ".jsonl"):
         raise FileNotFoundError(f"{path}: no such file")
     yield from _iter_hf(str(source), split, name)
+
+
+def resolve_records_spec(spec: str | os.PathLike | None) -> str:
+    """Where training records come from: ``nlft:sample`` is the bundled sample, anything else is a path or id."""
+    if spec is None or not str(spec):
+        raise ValueError("no training data: pass --data (records from `nlft data build`, or nlft:sample)")
+    return str(SAMPLE_RECORDS) if str(spec) == SAMPLE_RECORDS_SPEC else str(spec)
 
 
 # --------------------------------------------------------------------------------------------------------------

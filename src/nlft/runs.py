@@ -34,8 +34,8 @@ REFERENCE_PROBS_FILE = "reference_probs.pt"
 
 
 @dataclass
-class Weights:
-    """Where a model's weights are: a base model, plus an adapter folder when it was trained with LoRA."""
+class Checkpoint:
+    """Where a model's parameters are: a base model, plus an adapter folder when it was trained with LoRA."""
 
     base_model: str
     adapter: Path | None = None
@@ -66,16 +66,16 @@ class Run:
         """A chat template named for training instead of the tokenizer's, if recorded."""
         return self.info.get("chat_template")
 
-    def final(self) -> Weights:
+    def final(self) -> Checkpoint:
         if (self.path / ADAPTER_DIR).is_dir():
-            return Weights(self.base_model, self.path / ADAPTER_DIR, "final")
+            return Checkpoint(self.base_model, self.path / ADAPTER_DIR, "final")
         if (self.path / MODEL_DIR).is_dir():
-            return Weights(str(self.path / MODEL_DIR), None, "final")
+            return Checkpoint(str(self.path / MODEL_DIR), None, "final")
         raise FileNotFoundError(
             f"{self.path}: no {ADAPTER_DIR}/ or {MODEL_DIR}/ yet (has training finished?)"
         )
 
-    def epochs(self) -> list[Weights]:
+    def epochs(self) -> list[Checkpoint]:
         """Every per-epoch save, in epoch order."""
         root = self.path / EPOCHS_DIR
         found = []
@@ -85,9 +85,9 @@ class Run:
                 continue
             epoch = float(m.group(1))
             if (d / "adapter_config.json").exists():
-                found.append(Weights(self.base_model, d, d.name, epoch))
+                found.append(Checkpoint(self.base_model, d, d.name, epoch))
             elif (d / "config.json").exists():
-                found.append(Weights(str(d), None, d.name, epoch))
+                found.append(Checkpoint(str(d), None, d.name, epoch))
         return sorted(found, key=lambda w: w.epoch)
 
 
@@ -103,14 +103,14 @@ def load_run(path: str | Path) -> Run:
     return Run(path, json.loads(file.read_text(encoding="utf-8")))
 
 
-def resolve_weights(model: str, adapter: str | None = None) -> Weights:
+def resolve_checkpoint(model: str, adapter: str | None = None) -> Checkpoint:
     """``model`` may be a hub id, a model folder, an adapter folder or a run folder."""
     path = Path(model)
     if adapter is not None:
-        return Weights(model, Path(adapter))
+        return Checkpoint(model, Path(adapter))
     if is_run(path):
         return load_run(path).final()
     if (path / "adapter_config.json").is_file():
         cfg = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
-        return Weights(cfg["base_model_name_or_path"], path)
-    return Weights(model)
+        return Checkpoint(cfg["base_model_name_or_path"], path)
+    return Checkpoint(model)

@@ -21,14 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .generation import Completion, HFBackend, OpenAIBackend, Request, SamplingSettings
-from .gsm8k import RULES, gold_answer, grade, load_gsm8k, normalize_number, to_decimal
+from .generation import Completion, HFBackend, Request, SamplingSettings, describe_backend
+from .gsm8k import RULES, grade, load_gsm8k, question_gold
 from .jsonl import AppendLog, atomic_write_jsonl
-from .prompts import PromptRenderer, TemplateSet
+from .prompts import TemplateSet
 from .records import Problem, Question, Record, RecordError, load_questions
-
-BACKENDS = ("hf", "openai")
-
 
 # --------------------------------------------------------------------------------------------------------------
 # Question sets and back-ends
@@ -54,22 +51,6 @@ def load_question_set(
     return questions[:limit] if limit is not None else questions
 
 
-def gold_of(question: Question) -> str:
-    """The gold number a response is graded against: ``extra["gold"]``, the ``#### N`` of the reference, or a
-    reference that is a bare number. ``ValueError`` when there is none."""
-    gold = question.extra.get("gold")
-    if gold is not None and to_decimal(str(gold)) is not None:
-        return normalize_number(str(gold)) or ""
-    ref = question.reference
-    if ref is None:
-        raise ValueError("no reference answer to grade against")
-    if "####" in ref:
-        return gold_answer(ref)
-    if to_decimal(ref) is None:
-        raise ValueError("the reference answer is not a number and has no '#### <number>' line")
-    return normalize_number(ref) or ""
-
-
 def check_gradable(questions: Sequence[Question], source: str) -> None:
     """Every question must have a gold number and a unique id: all that don't are reported at once."""
     problems, seen = [], set()
@@ -78,76 +59,13 @@ def check_gradable(questions: Sequence[Question], source: str) -> None:
             problems.append(Problem(source, "", "id", f"duplicate id '{q.id}'", q.id))
         seen.add(q.id)
         try:
-            gold_of(q)
+            question_gold(q)
         except ValueError as exc:
             problems.append(Problem(source, "", "reference", str(exc), q.id))
     if problems:
         raise RecordError(
             problems, hint="Every question needs a unique id and a gold answer ending in '#### <number>'."
         )
-
-
-@dataclass
-class BackendOptions:
-    """Where text comes from: a local transformers model or an OpenAI-compatible server."""
-
-    backend: str = "hf"
-    model: str = ""
-    adapter: str | None = None  # hf: a LoRA adapter folder
-    base_url: str | None = None  # openai: e.g. http://localhost:8000/v1 for vLLM
-    api_key_env: str = "OPENAI_API_KEY"
-    concurrency: int = 8  # openai: requests in flight
-    timeout: float = 120.0  # openai: seconds to wait for the server (connect, and each read)
-    max_retries: int = 5
-    stream: bool = False
-    batch_size: int = 8  # hf
-    dtype: str = "auto"
-    device: str | None = None
-    trust_remote_code: bool = False
-    chat_template: str | None = None  # hf: a built-in name or a Jinja file, for tokenizers without one
-
-    def describe(self) -> dict[str, Any]:
-        """What identifies the text source in results files (never the key)."""
-        out: dict[str, Any] = {"backend": self.backend, "model": self.model}
-        if self.adapter:
-            out["adapter"] = self.adapter
-        return out
-
-
-def load_backend(
-    options: BackendOptions, settings: SamplingSettings, templates: str | Path | TemplateSet | None = "math"
-):
-    """An ``HFBackend`` or ``OpenAIBackend`` for ``options``."""
-    if options.backend not in BACKENDS:
-        raise ValueError(f"backend '{options.backend}': choose from {', '.join(BACKENDS)}")
-    if not options.model:
-        raise ValueError(
-            "no model given (--model): a hub id or folder for hf, the served model name for openai"
-        )
-    if options.backend == "openai":
-        return OpenAIBackend(
-            options.model,
-            base_url=options.base_url,
-            api_key_env=options.api_key_env,
-            settings=settings,
-            concurrency=options.concurrency,
-            timeout=options.timeout,
-            max_retries=options.max_retries,
-            stream=options.stream,
-        )
-    from .modeling import load_model
-
-    model, tokenizer, _ = load_model(
-        options.model,
-        options.adapter,
-        dtype=options.dtype,
-        device=options.device,
-        trust_remote_code=options.trust_remote_code,
-    )
-    # The trainer renders X_base with this renderer; sampling through it gives the same prompt tokens.
-    template_set = TemplateSet.load(templates)
-    renderer = PromptRenderer(tokenizer, chat_template=options.chat_template, plain_format=template_set.plain)
-    return HFBackend(model, tokenizer, settings, batch_size=options.batch_size, renderer=renderer)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -176,16 +94,6 @@ class SampleSummary:
         if self.failed:
             lines.append(f"  failures are listed in {self.failed_path}; rerun the same command to retry them")
         return "\n".join(lines)
-
-
-def describe_backend(backend) -> dict[str, Any]:
-    """What a results file records about a back-end built without ``BackendOptions`` (library use)."""
-    if isinstance(backend, HFBackend):
-        return {
-            "backend": "hf",
-            "model": str(getattr(backend.model, "name_or_path", "") or type(backend.model).__name__),
-        }
-    return {"backend": "openai", "model": str(getattr(backend, "model", ""))}
 
 
 def failed_path_for(out: Path) -> Path:
@@ -271,10 +179,7 @@ def sample_questions(
             system if system is not None else (q.system if q.system is not None else template_set.system)
         )
         stub = Record(q.id, q.question, "", q.reference, None, system_text)
-        sys_msg, user_msg = template_set.messages("base", stub)
-        messages = ([{"role": "system", "content": sys_msg}] if sys_msg else []) + [
-            {"role": "user", "content": user_msg}
-        ]
+        messages = template_set.chat("base", stub)
         for k in range(samples):
             key = f"{q.id}-s{k}"
             requests.append(Request(key, messages=messages))
@@ -352,7 +257,7 @@ def _sample_row(
         return completion.error or "no text"
     if not completion.text.strip():
         return "empty response"
-    result = grade(completion.text, gold_of(q), rule)
+    result = grade(completion.text, question_gold(q), rule)
     record = Record(
         id=key,
         question=q.question,

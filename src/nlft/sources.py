@@ -15,6 +15,8 @@ from pathlib import Path
 from .gsm8k import grade, load_gsm8k
 from .records import Record, Row, iter_rows
 
+IMPORT_SOURCES = ("mathcritique", "mathdial", "gsm8k-gold")
+
 
 def _rows(path: str | Path) -> Iterator[Row]:
     for row in iter_rows(path):

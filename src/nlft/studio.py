@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import mimetypes
 import re
 import threading
 import time
 import urllib.parse
 from collections import OrderedDict
-from dataclasses import dataclass, fields
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -38,7 +36,8 @@ import yaml
 from . import resource_path
 from .jsonl import atomic_write_text
 from .runs import RUN_FILE
-from .saliency import Snapshot, list_snapshots, load_snapshot, record_view
+from .snapshots import Snapshot, list_snapshots, load_snapshot
+from .views import record_view
 from .weighting import WeightingConfig
 
 logger = logging.getLogger(__name__)
@@ -49,62 +48,45 @@ _SAFE_PATH = re.compile(r"[A-Za-z0-9._\-/ ]+")  # what a served file's path may 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-@dataclass(frozen=True)
-class Control:
-    """One weighting setting's control on the page. ``log``: the slider moves over log10 of the value, in
-    steps of ``step`` (so a probability threshold can be set from 1e-6 to 0.5 with one slider)."""
-
-    name: str
-    label: str
-    group: str
-    lo: float = 0.0
-    hi: float = 1.0
-    step: float = 0.01
-    log: bool = False
-    choices: tuple[str, ...] = ()
-
-
-CONTROLS = (
-    Control("threshold", "θ, sigmoid centre", "Wrong records: blamed tokens", 0.0, 5.0, 0.05),
-    Control("unlikelihood_factor", "unlikelihood factor", "Wrong records: blamed tokens", 0.0, 5.0, 0.05),
-    Control("ratio_threshold", "ratio threshold", "Wrong records: blamed tokens", 0.5, 5.0, 0.05),
-    Control("judge_floor", "judge floor", "Wrong records: blamed tokens", 1e-6, 0.5, 0.02, log=True),
-    Control("blamed_fraction_cutoff", "blamed fraction cutoff", "Wrong records: the rest", 0.0, 1.0, 0.005),
-    Control("keep_exponent", "keep exponent", "Wrong records: the rest", 0.0, 2.0, 0.05),
-    Control("correct_confidence", "confidence c", "Correct records", 1e-5, 0.999, 0.01, log=True),
-    Control("salient_exponent", "salient exponent", "Correct records", 0.5, 10.0, 0.1),
-    Control("cluster_exponent", "cluster exponent", "Correct records", 0.0, 2.0, 0.05),
-    Control("other_exponent", "other exponent", "Correct records", 0.0, 2.0, 0.05),
-    Control("cluster", "cluster criterion", "Clustering", choices=("distance", "similarity", "off")),
-    Control("cluster_radius", "cluster radius", "Clustering", 0.0, 2.0, 0.01),
-)
-
-
 class BadRequest(ValueError):
     pass
 
 
+def controls() -> list[dict[str, Any]]:
+    """The page's controls: one per weighting setting that has a ``Control`` in ``WeightingConfig``'s metadata."""
+    out = []
+    for spec in WeightingConfig.specs():
+        c = spec.control
+        if c is None:
+            continue
+        out.append(
+            {
+                "name": spec.name,
+                "label": c.label,
+                "group": c.group,
+                "min": c.lo,
+                "max": c.hi,
+                "step": c.step,
+                "log": c.log,
+                "choices": list(spec.choices or ()),
+                "help": spec.help,
+                "valid": spec.describe(),
+            }
+        )
+    return out
+
+
 def parse_settings(base: WeightingConfig, given: Any) -> WeightingConfig:
-    """``base`` with the fields in ``given`` replaced, validated as ``WeightingConfig`` validates them."""
+    """``base`` with the fields in ``given`` replaced, validated by ``WeightingConfig`` (unknown fields and
+    values outside a setting's range are refused, naming the field)."""
     if given is None:
         return base
     if not isinstance(given, dict):
         raise BadRequest("settings must be a JSON object of weighting fields")
-    names = WeightingConfig.names()
-    values = base.to_dict()
-    for key, value in given.items():
-        if key not in names:
-            raise BadRequest(f"settings: unknown weighting field {key!r} (known: {', '.join(names)})")
-        if key == "cluster":
-            values[key] = str(value)
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise BadRequest(f"settings: field {key!r} must be a finite number, not {value!r}")
-        values[key] = float(value)
     try:
-        return WeightingConfig(**values)
+        return base.replace(given, "settings")
     except ValueError as exc:
-        raise BadRequest(f"settings: {exc}") from None
+        raise BadRequest(str(exc)) from None
 
 
 def weighting_yaml(cfg: WeightingConfig, comment: str) -> str:
@@ -195,26 +177,11 @@ class Studio:
         return {k: info[k] for k in keep if k in info}
 
     def state(self) -> dict[str, Any]:
-        help_of = {f.name: f.metadata.get("help", "") for f in fields(WeightingConfig)}
-        controls = [
-            {
-                "name": c.name,
-                "label": c.label,
-                "group": c.group,
-                "min": c.lo,
-                "max": c.hi,
-                "step": c.step,
-                "log": c.log,
-                "choices": list(c.choices),
-                "help": help_of[c.name],
-            }
-            for c in CONTROLS
-        ]
         return {
             "run": self.run_dir.name,
             "path": str(self.run_dir),
             "info": self.info(),
-            "controls": controls,
+            "controls": controls(),
             "defaults": WeightingConfig().to_dict(),
             "steps": self.steps(),
             "export_file": EXPORT_FILE,

@@ -11,7 +11,6 @@ from pathlib import Path
 from . import resource_path
 
 TOKENIZER_DIR = resource_path("tokenizer")
-SAMPLE_RECORDS = resource_path("sample", "records.jsonl")
 SAMPLE_GSM8K_TEST = resource_path("sample", "gsm8k_test_sample.jsonl")
 
 

@@ -1,14 +1,19 @@
-"""``nlft train``: load records and model, train with NLFT or the SFT baseline, and write the run folder.
+"""``nlft train``: load records and model, train with one of the methods of ``nlft.methods``, write the run folder.
 
-Both methods go through the same steps — the same records, tokens, LoRA, schedule and seed — and differ only
-in the trainer: ``NLFTTrainer`` for NLFT, trl's ``SFTTrainer`` (its default loss) for the baseline, fed the
-X_base prompt + response ids that NLFT trains on (METHOD.md Q8).
+Every method goes through the same named steps — the same records, tokens, LoRA, schedule and seed — and differs
+only in the trainer it builds (docs/method.md Q8):
+
+1. ``check_request``       refuse bad input before anything is written;
+2. ``load_training_model`` the model (LoRA attached unless full fine-tuning) and its tokenizer;
+3. ``prepare_records``     load, validate and encode the records;
+4. ``record_start``        config.yaml and run.json;
+5. the method's ``build_trainer``, with the run's callbacks bound to it;
+6. ``trainer.train``, then ``record_finish``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import logging
 import os
@@ -20,16 +25,16 @@ from typing import Any
 import yaml
 
 from .config import DataConfig, ModelConfig, NLFTConfig
-from .jsonl import atomic_write_bytes, atomic_write_json, atomic_write_text
+from .jsonl import atomic_write_json, atomic_write_text
+from .methods import Method, TrainingJob, get_method
 from .prompts import EncodeResult, RecordEncoder
-from .records import RecordError, load_records
-from .runs import ADAPTER_DIR, LOGS_DIR, MODEL_DIR, REFERENCE_PROBS_FILE, RUN_FILE
-from .tiny import SAMPLE_RECORDS, save_tiny_model
+from .records import RecordError, RecordList, load_records, resolve_records_spec
+from .runs import ADAPTER_DIR, LOGS_DIR, MODEL_DIR, RUN_FILE
+from .tiny import save_tiny_model
 
 logger = logging.getLogger(__name__)
 
 TINY_MODEL = "nlft:tiny"  # the embedded tiny random-weight Llama, built into the run folder
-SAMPLE_DATA = "nlft:sample"  # the bundled sample records
 CONFIG_FILE = "config.yaml"
 
 
@@ -45,29 +50,29 @@ class TrainResult:
     log_history: list[dict[str, Any]]
 
 
-def resolve_data(spec: str | None) -> str:
-    if not spec:
-        raise ValueError("no training data: pass --data (records from `nlft data build`, or nlft:sample)")
-    return str(SAMPLE_RECORDS) if spec == SAMPLE_DATA else spec
+# --------------------------------------------------------------------------------------------------------------
+# 1. The request
+# --------------------------------------------------------------------------------------------------------------
 
 
-def prepare_records(data: DataConfig, tokenizer) -> tuple[EncodeResult, int, list[str]]:
-    """Load, validate and encode the training records. Bad records stop the run naming their ids, unless
-    ``skip_invalid`` — then they are skipped and counted. Returns (encoded, n_loaded, skipped descriptions)."""
-    records = load_records(resolve_data(data.data), skip_invalid=data.skip_invalid, split=data.data_split)
-    encoder = RecordEncoder(
-        tokenizer,
-        data.templates,
-        max_length=data.max_length,
-        on_overlong="skip" if data.skip_invalid else "error",
-        chat_template=data.chat_template,
-        eos_token=data.eos_token,
-    )
-    result = encoder.encode_all(records, skip_invalid=data.skip_invalid)
-    skipped = [str(p) for p in records.skipped] + [str(p) for p in result.skipped]
-    if not result.records:
-        raise RecordError([], hint=f"no usable records in {data.data} ({len(skipped)} skipped)")
-    return result, len(records), skipped
+def check_request(data: DataConfig, model_cfg: ModelConfig, train_cfg: NLFTConfig) -> Method:
+    """The method, once the request is known to be sound; bad input is refused before anything is written."""
+    method = get_method(data.method)
+    if not model_cfg.model_name_or_path:
+        raise ValueError(
+            "no model: pass --model_name_or_path (a hub id or folder), or nlft:tiny for the embedded tiny model"
+        )
+    source = resolve_records_spec(data.data)
+    if source.endswith((".json", ".jsonl")) and not Path(source).is_file():
+        raise FileNotFoundError(f"--data {data.data}: no such file")
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and train_cfg.world_size != launched:
+        raise RuntimeError(
+            f"launched as {launched} processes but training would not be distributed (world size {train_cfg.world_size}); "
+            "check the launcher (accelerate launch --multi_gpu / torchrun) and --use_cpu"
+        )
+    _check_quantization(model_cfg)
+    return method
 
 
 def _check_quantization(model_cfg: ModelConfig) -> None:
@@ -85,6 +90,32 @@ def _check_quantization(model_cfg: ModelConfig) -> None:
         raise ValueError("load_in_4bit / load_in_8bit need bitsandbytes: pip install 'nlft[quantization]'")
 
 
+def _resume_target(train_cfg: NLFTConfig, run_dir: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    wanted = train_cfg.resume_from_checkpoint
+    if wanted in (None, "", False):
+        if (run_dir / RUN_FILE).exists() and get_last_checkpoint(str(run_dir)):
+            raise ValueError(
+                f"{run_dir} already holds a run with checkpoints: continue it with --resume_from_checkpoint last, "
+                "or choose another --output_dir"
+            )
+        return None
+    if str(wanted).lower() in ("last", "true"):
+        last = get_last_checkpoint(str(run_dir)) if run_dir.is_dir() else None
+        if last is None:
+            raise ValueError(f"--resume_from_checkpoint {wanted}: no checkpoint-N folder in {run_dir}")
+        return last
+    if not Path(wanted).is_dir():
+        raise FileNotFoundError(f"--resume_from_checkpoint {wanted}: no such checkpoint folder")
+    return str(wanted)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 2-3. Model and records
+# --------------------------------------------------------------------------------------------------------------
+
+
 def load_training_model(model_cfg: ModelConfig, train_cfg: NLFTConfig, run_dir: Path):
     """(model with LoRA attached unless full fine-tuning, tokenizer, base model name)."""
     from peft import get_peft_model, prepare_model_for_kbit_training
@@ -92,15 +123,12 @@ def load_training_model(model_cfg: ModelConfig, train_cfg: NLFTConfig, run_dir: 
     from trl import get_peft_config, get_quantization_config
 
     from .modeling import load_tokenizer, torch_dtype
+    from .trainer import check_reference_probs
 
     # Seed before the LoRA matrices are drawn: the Trainer seeds only later, and a run must follow from its seed.
     (enable_full_determinism if train_cfg.full_determinism else set_seed)(train_cfg.seed)
 
     name = model_cfg.model_name_or_path
-    if not name:
-        raise ValueError(
-            "no model: pass --model_name_or_path (a hub id or folder), or nlft:tiny for the embedded tiny model"
-        )
     if name == TINY_MODEL:
         target = run_dir / "base-model"
         with train_cfg.main_process_first(desc="building the tiny model"):
@@ -110,7 +138,6 @@ def load_training_model(model_cfg: ModelConfig, train_cfg: NLFTConfig, run_dir: 
                 save_tiny_model(partial, seed=train_cfg.seed)
                 os.replace(partial, target)
         name = str(target)
-    _check_quantization(model_cfg)
     kwargs: dict[str, Any] = dict(
         dtype=torch_dtype(model_cfg.dtype),
         trust_remote_code=model_cfg.trust_remote_code,
@@ -132,13 +159,36 @@ def load_training_model(model_cfg: ModelConfig, train_cfg: NLFTConfig, run_dir: 
     peft_config = get_peft_config(model_cfg)
     if peft_config is not None:
         model = get_peft_model(model, peft_config)
-    elif train_cfg.reference_probs == "initial":
-        raise ValueError(
-            "reference_probs=initial scores with the adapter disabled, so it needs LoRA (use_peft); use cached for full fine-tuning"
-        )
+    check_reference_probs(train_cfg.reference_probs, model)
     if train_cfg.gradient_checkpointing and train_cfg.gradient_checkpointing_kwargs is None:
         train_cfg.gradient_checkpointing_kwargs = {"use_reentrant": False}
     return model, tokenizer, name
+
+
+def prepare_records(data: DataConfig, tokenizer) -> tuple[EncodeResult, RecordList, list[str]]:
+    """Load, validate and encode the training records. Bad records stop the run naming their ids, unless
+    ``skip_invalid`` — then they are skipped and counted. Returns (encoded, loaded records, skipped descriptions)."""
+    records = load_records(
+        resolve_records_spec(data.data), skip_invalid=data.skip_invalid, split=data.data_split
+    )
+    encoder = RecordEncoder(
+        tokenizer,
+        data.templates,
+        max_length=data.max_length,
+        on_overlong="skip" if data.skip_invalid else "error",
+        chat_template=data.chat_template,
+        eos_token=data.eos_token,
+    )
+    result = encoder.encode_all(records, skip_invalid=data.skip_invalid)
+    skipped = [str(p) for p in records.skipped] + [str(p) for p in result.skipped]
+    if not result.records:
+        raise RecordError([], hint=f"no usable records in {data.data} ({len(skipped)} skipped)")
+    return result, records, skipped
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 4 and 6. What the run folder records
+# --------------------------------------------------------------------------------------------------------------
 
 
 def _plain(value: Any) -> Any:
@@ -181,10 +231,10 @@ def _non_default(obj) -> dict[str, Any]:
     return out
 
 
-def write_config(run_dir: Path, data: DataConfig, model: ModelConfig, train: NLFTConfig) -> None:
+def write_config(run_dir: Path, *parts, data: DataConfig, model: ModelConfig, train: NLFTConfig) -> None:
     """The resolved configuration, loadable again with ``nlft train --config RUN/config.yaml``."""
     merged: dict[str, Any] = {}
-    for part in (data, model, train):
+    for part in (data, model, train, *parts):
         merged.update(_non_default(part))
     merged.update({k: getattr(train, k) for k in train.nlft_settings()})
     merged.update(
@@ -199,115 +249,94 @@ def write_config(run_dir: Path, data: DataConfig, model: ModelConfig, train: NLF
     atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump(merged, sort_keys=False))
 
 
-def _update_run_info(run_dir: Path, **changes: Any) -> None:
+def update_run_info(run_dir: Path, **changes: Any) -> None:
     path = run_dir / RUN_FILE
     info = json.loads(path.read_text()) if path.exists() else {}
     info.update(changes)
     atomic_write_json(path, info)
 
 
-def _resume_target(train_cfg: NLFTConfig, run_dir: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+def record_start(job: TrainingJob, method: Method, skipped: list[str]) -> None:
+    """config.yaml and run.json as training starts (the main process writes them)."""
+    if job.args.process_index != 0:
+        return
+    write_config(
+        job.run_dir,
+        *([job.settings] if job.settings is not None else []),
+        data=job.data,
+        model=job.model_cfg,
+        train=job.args,
+    )
+    n_wrong = sum(not r.correct for r in job.records)
+    info_path = job.run_dir / RUN_FILE
+    update_run_info(
+        job.run_dir,
+        method=job.data.method,
+        base_model=job.base_name,
+        data=job.data.data,
+        templates=job.data.templates,
+        chat_template=job.data.chat_template,
+        max_length=job.data.max_length,
+        records=len(job.records),
+        correct=len(job.records) - n_wrong,
+        wrong=n_wrong,
+        skipped=skipped,
+        nlft=job.args.nlft_settings() if method.uses_weighting else None,
+        epochs=json.loads(info_path.read_text()).get("epochs", []) if info_path.exists() else [],
+    )
 
-    wanted = train_cfg.resume_from_checkpoint
-    if wanted in (None, "", False):
-        if (run_dir / RUN_FILE).exists() and get_last_checkpoint(str(run_dir)):
-            raise ValueError(
-                f"{run_dir} already holds a run with checkpoints: continue it with --resume_from_checkpoint last, "
-                "or choose another --output_dir"
+
+def _epoch_saved(run_dir: Path):
+    def saved(epoch: int, path: Path) -> None:
+        info = json.loads((run_dir / RUN_FILE).read_text())
+        update_run_info(run_dir, epochs=sorted(set(info.get("epochs", [])) | {epoch}))
+
+    return saved
+
+
+def _run_callbacks(job: TrainingJob, method: Method, extra: list | None) -> list:
+    """The callbacks of every run — the per-epoch saver, saliency snapshots (``saliency_steps``) — and the caller's,
+    in that order: theirs see the step's snapshot."""
+    from .trainer import SaveEveryEpoch
+
+    callbacks: list = [SaveEveryEpoch(job.run_dir, on_saved=_epoch_saved(job.run_dir))]
+    if job.args.saliency_steps > 0:
+        if method.uses_weighting:
+            from .snapshots import snapshot_callback
+
+            callbacks.append(
+                snapshot_callback(
+                    job.run_dir, job.records, job.texts, job.args.saliency_steps, job.args.saliency_probe
+                )
             )
-        return None
-    if str(wanted).lower() in ("last", "true"):
-        last = get_last_checkpoint(str(run_dir)) if run_dir.is_dir() else None
-        if last is None:
-            raise ValueError(f"--resume_from_checkpoint {wanted}: no checkpoint-N folder in {run_dir}")
-        return last
-    if not Path(wanted).is_dir():
-        raise FileNotFoundError(f"--resume_from_checkpoint {wanted}: no such checkpoint folder")
-    return str(wanted)
-
-
-def _reference_cache(model, encoded, collator, train_cfg: NLFTConfig, run_dir: Path, base_name: str):
-    import torch
-    from accelerate import PartialState
-
-    from .trainer import compute_reference_cache, records_fingerprint
-
-    path = run_dir / REFERENCE_PROBS_FILE
-    fingerprint = records_fingerprint(encoded, base_name)
-    state = PartialState()
-    with state.main_process_first():
-        stored = torch.load(path, weights_only=True) if path.exists() else None
-        if stored is not None and stored.get("fingerprint") == fingerprint:
-            return stored["records"]
-        if stored is not None:
-            logger.warning("%s belongs to other records or another model; computing it again", path)
-        if state.is_main_process:
-            cache = compute_reference_cache(
-                model,
-                encoded,
-                collator,
-                batch_size=train_cfg.per_device_eval_batch_size,
-                chunk_size=train_cfg.logits_chunk_size,
+        else:
+            logger.warning(
+                "saliency_steps is ignored with method %s: snapshots show the NLFT weighting", method.name
             )
-            buffer = io.BytesIO()
-            torch.save({"fingerprint": fingerprint, "records": cache}, buffer)
-            atomic_write_bytes(path, buffer.getvalue())
-            return cache
-    return torch.load(path, weights_only=True)["records"]
+    return callbacks + list(extra or [])
 
 
-def _saliency_snapshots(data: DataConfig, train_cfg: NLFTConfig, run_dir: Path, records):
-    """The snapshot callback of ``saliency_steps`` (``nlft studio``), or None when they are off."""
-    if train_cfg.saliency_steps <= 0:
-        return None
-    if data.method != "nlft":
-        logger.warning(
-            "saliency_steps is ignored with method %s: snapshots show the NLFT weighting", data.method
-        )
-        return None
-    from .saliency import snapshot_callback
-
-    # The question and judgment texts to show with the probe records (the encoded records hold only ids).
-    texts = load_records(resolve_data(data.data), skip_invalid=True, split=data.data_split)
-    return snapshot_callback(run_dir, records, texts, train_cfg.saliency_steps, train_cfg.saliency_probe)
-
-
-def _sft_config(train_cfg: NLFTConfig):
-    """trl's ``SFTConfig`` with every TrainingArguments field taken from the NLFT config (same schedule)."""
-    from transformers import TrainingArguments
-    from trl import SFTConfig
-
-    shared = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
-    values = {name: getattr(train_cfg, name) for name in shared}
-    values = {k: getattr(v, "value", v) for k, v in values.items()}
-    return SFTConfig(**values, max_length=None, packing=False, dataset_kwargs={})
+# --------------------------------------------------------------------------------------------------------------
+# The whole job
+# --------------------------------------------------------------------------------------------------------------
 
 
 def train(
-    data: DataConfig, model_cfg: ModelConfig, train_cfg: NLFTConfig, *, callbacks: list | None = None
+    data: DataConfig,
+    model_cfg: ModelConfig,
+    train_cfg: NLFTConfig,
+    *,
+    callbacks: list | None = None,
+    method_settings: Any = None,
 ) -> TrainResult:
-    """Run one training job (NLFT or the SFT baseline) and return what it did."""
-    import datasets
+    """Run one training job with ``data.method`` and return what it did.
 
-    from .trainer import NLFTCollator, NLFTTrainer, SaveEveryEpoch
+    ``callbacks`` are added to the run's own; those that are ``trainer.TrainerAware`` are bound to the trainer.
+    ``method_settings`` is the method's own settings object (its ``settings_class``), if it has one.
+    """
+    from .trainer import TrainerAware
 
-    if data.method not in ("nlft", "sft"):
-        raise ValueError(f"method must be nlft or sft, not {data.method!r}")
-    # Bad input is refused before anything is written.
-    if not model_cfg.model_name_or_path:
-        raise ValueError(
-            "no model: pass --model_name_or_path (a hub id or folder), or nlft:tiny for the embedded tiny model"
-        )
-    source = resolve_data(data.data)
-    if source.endswith((".json", ".jsonl")) and not Path(source).is_file():
-        raise FileNotFoundError(f"--data {data.data}: no such file")
-    launched = int(os.environ.get("WORLD_SIZE", "1"))
-    if launched > 1 and train_cfg.world_size != launched:
-        raise RuntimeError(
-            f"launched as {launched} processes but training would not be distributed (world size {train_cfg.world_size}); "
-            "check the launcher (accelerate launch --multi_gpu / torchrun) and --use_cpu"
-        )
+    method = check_request(data, model_cfg, train_cfg)
     run_dir = Path(train_cfg.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     resume = _resume_target(train_cfg, run_dir)
@@ -315,93 +344,42 @@ def train(
     started = time.time()
 
     model, tokenizer, base_name = load_training_model(model_cfg, train_cfg, run_dir)
-    encoded, n_loaded, skipped = prepare_records(data, tokenizer)
-    records = encoded.records
-    n_wrong = sum(not r.correct for r in records)
+    encoded, texts, skipped = prepare_records(data, tokenizer)
+    by_id = {t.id: t for t in texts}
+    job = TrainingJob(
+        data=data,
+        model_cfg=model_cfg,
+        args=train_cfg,
+        run_dir=run_dir,
+        model=model,
+        tokenizer=tokenizer,
+        base_name=base_name,
+        records=encoded.records,
+        texts=[by_id[r.id] for r in encoded.records],
+        settings=method_settings,
+    )
+    n_wrong = sum(not r.correct for r in job.records)
     logger.info(
         "%d records (%d correct, %d wrong), %d skipped",
-        len(records),
-        len(records) - n_wrong,
+        len(job.records),
+        len(job.records) - n_wrong,
         n_wrong,
         len(skipped),
     )
-    if skipped:
-        for line in skipped:
-            logger.warning("skipped: %s", line)
+    for line in skipped:
+        logger.warning("skipped: %s", line)
+    record_start(job, method, skipped)
 
-    main = train_cfg.process_index == 0
-    if main:
-        write_config(run_dir, data, model_cfg, train_cfg)
-    _update_run_info(
-        run_dir,
-        method=data.method,
-        base_model=base_name,
-        data=data.data,
-        templates=data.templates,
-        chat_template=data.chat_template,
-        max_length=data.max_length,
-        records=len(records),
-        correct=len(records) - n_wrong,
-        wrong=n_wrong,
-        skipped=skipped,
-        nlft=train_cfg.nlft_settings() if data.method == "nlft" else None,
-        epochs=json.loads((run_dir / RUN_FILE).read_text()).get("epochs", [])
-        if (run_dir / RUN_FILE).exists()
-        else [],
-    ) if main else None
-
-    def saved(epoch: int, path: Path) -> None:
-        info = json.loads((run_dir / RUN_FILE).read_text())
-        epochs = sorted(set(info.get("epochs", [])) | {epoch})
-        _update_run_info(run_dir, epochs=epochs)
-
-    epoch_saver = SaveEveryEpoch(run_dir, on_saved=saved)
-    all_callbacks = [epoch_saver, *(callbacks or [])]
-    snapshots = _saliency_snapshots(data, train_cfg, run_dir, records)
-    if snapshots is not None:
-        all_callbacks.insert(1, snapshots)  # before the caller's callbacks: theirs see the step's snapshot
-    if data.method == "nlft":
-        dataset = datasets.Dataset.from_list([r.to_features() for r in records])
-        collator = NLFTCollator(tokenizer.pad_token_id)
-        cache = None
-        if train_cfg.reference_probs == "cached":
-            model.to(train_cfg.device)
-            cache = _reference_cache(model, records, collator, train_cfg, run_dir, base_name)
-        trainer = NLFTTrainer(
-            model=model,
-            args=train_cfg,
-            train_dataset=dataset,
-            data_collator=collator,
-            processing_class=tokenizer,
-            callbacks=all_callbacks,
-            reference_cache=cache,
-        )
-    else:
-        from trl import SFTTrainer
-
-        rows = [
-            {"input_ids": r.input_ids("base"), "labels": [-100] * len(r.prompt_ids["base"]) + r.response_ids}
-            for r in records
-        ]
-        trainer = SFTTrainer(
-            model=model,
-            args=_sft_config(train_cfg),
-            train_dataset=datasets.Dataset.from_list(rows),
-            processing_class=tokenizer,
-            callbacks=all_callbacks,
-        )
-    epoch_saver.trainer = trainer
-    if snapshots is not None:
-        snapshots.trainer = trainer
-    for cb in callbacks or []:
-        if hasattr(cb, "trainer") and cb.trainer is None:
-            cb.trainer = trainer
+    job.callbacks = _run_callbacks(job, method, callbacks)
+    trainer = method.build_trainer(job)
+    for cb in job.callbacks:
+        if isinstance(cb, TrainerAware):
+            cb.bind(trainer)
     output = trainer.train(resume_from_checkpoint=resume)
-    final = run_dir / (ADAPTER_DIR if model_cfg.use_peft else MODEL_DIR)
-    trainer.save_model(str(final))
+    trainer.save_model(str(run_dir / (ADAPTER_DIR if model_cfg.use_peft else MODEL_DIR)))
     seconds = time.time() - started
     if trainer.is_world_process_zero():
-        _update_run_info(
+        update_run_info(
             run_dir,
             finished=True,
             global_step=output.global_step,
@@ -413,7 +391,7 @@ def train(
         data.method,
         output.global_step,
         output.metrics,
-        len(records),
+        len(job.records),
         len(skipped),
         seconds,
         trainer.state.log_history,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +24,7 @@ from transformers import Trainer, TrainerCallback
 from .loss import record_loss
 from .prompts import EncodedRecord
 from .runs import EPOCHS_DIR
-from .scoring import Scored, score_responses
+from .scoring import REFERENCE_PROBS, Scored, score_responses
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +104,54 @@ def records_fingerprint(records: Sequence[EncodedRecord], model_name: str) -> st
     return h.hexdigest()
 
 
-@torch.no_grad()
+def check_reference_probs(mode: str, model=None) -> None:
+    """``mode`` is one of ``REFERENCE_PROBS``, and ``initial`` (which scores with the adapter disabled) has a
+    LoRA model to disable the adapter of."""
+    if mode not in REFERENCE_PROBS:
+        raise ValueError(f"reference_probs must be {', '.join(REFERENCE_PROBS)}, not {mode!r}")
+    if mode == "initial" and model is not None and not hasattr(model, "disable_adapter"):
+        raise ValueError(
+            "reference_probs=initial scores with the LoRA adapter disabled, so it needs LoRA (use_peft); "
+            "for full fine-tuning use cached, which scores the model as it was before training"
+        )
+
+
+def to_device(batch: dict[str, Any], device) -> dict[str, Any]:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def eval_batches(
+    model,
+    records: Sequence[EncodedRecord],
+    collator: NLFTCollator,
+    score: Callable[[dict[str, Any]], Any],
+    *,
+    batch_size: int = 4,
+    progress: bool = False,
+    desc: str = "scoring",
+) -> Iterator[tuple[list[EncodedRecord], Any]]:
+    """``score(batch)`` of each batch of ``records`` (collated, on the model's device), with ``model`` in eval
+    mode (no dropout) and without gradient; the model's mode is restored afterwards.
+
+    The one scoring loop outside training steps: the reference-probability cache, the saliency snapshots and
+    ``nlft saliency`` all go through it.
+    """
+    from tqdm.auto import tqdm
+
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), tqdm(total=len(records), desc=desc, unit="record", disable=not progress) as bar:
+            for start in range(0, len(records), max(batch_size, 1)):
+                part = list(records[start : start + max(batch_size, 1)])
+                batch = to_device(collator([r.to_features() for r in part]), device)
+                yield part, score(batch)
+                bar.update(len(part))
+    finally:
+        model.train(was_training)
+
+
 def compute_reference_cache(
     model,
     records: Sequence[EncodedRecord],
@@ -118,50 +165,18 @@ def compute_reference_cache(
 
     For ``reference_probs: cached``: computed once before training, stored with the run, reused on resume.
     """
-    from tqdm.auto import tqdm
+    mode = "initial" if hasattr(model, "disable_adapter") else "live"  # before training, live is the base
 
-    net = model
-    adapter_off = net.disable_adapter() if hasattr(net, "disable_adapter") else nullcontext()
-    device = next(net.parameters()).device
-    was_training = net.training
-    net.eval()
+    def score(batch):
+        return scoring_probs(model, batch, reference_probs=mode, chunk_size=chunk_size)
+
     cache: dict[str, dict[str, torch.Tensor | None]] = {}
-    try:
-        with adapter_off:
-            for start in tqdm(
-                range(0, len(records), batch_size), desc="reference probs", disable=not progress, unit="batch"
-            ):
-                chunk = records[start : start + batch_size]
-                batch = collator([r.to_features() for r in chunk])
-                batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-                std = score_responses(
-                    net,
-                    batch["std_input_ids"],
-                    batch["std_attention_mask"],
-                    batch["std_prompt_lens"],
-                    batch["response_lens"],
-                    chunk_size=chunk_size,
-                ).split()
-                rows = batch["judge_rows"]
-                judge = []
-                if rows:
-                    judge = score_responses(
-                        net,
-                        batch["judge_input_ids"],
-                        batch["judge_attention_mask"],
-                        batch["judge_prompt_lens"],
-                        [batch["response_lens"][i] for i in rows],
-                        chunk_size=chunk_size,
-                    ).split()
-                by_row = dict(zip(rows, judge))
-                for i, rec in enumerate(chunk):
-                    j = by_row.get(i)
-                    cache[rec.id] = {
-                        "std": std[i].exp().cpu(),
-                        "judge": j.exp().cpu() if j is not None else None,
-                    }
-    finally:
-        net.train(was_training)
+    for part, (p_std, p_judge) in eval_batches(
+        model, records, collator, score, batch_size=batch_size, progress=progress, desc="reference probs"
+    ):
+        for i, rec in enumerate(part):
+            judge = p_judge.get(i)
+            cache[rec.id] = {"std": p_std[i].cpu(), "judge": judge.cpu() if judge is not None else None}
     return cache
 
 
@@ -197,8 +212,7 @@ def scoring_probs(
         entries = [reference_cache[i] for i in inputs["ids"]]
         p_std = [e["std"].to(device) for e in entries]
         return p_std, {r: entries[r]["judge"].to(device) for r in rows}
-    if reference_probs == "initial" and not hasattr(net, "disable_adapter"):
-        raise ValueError("reference_probs=initial scores with the adapter disabled, so it needs a LoRA model")
+    check_reference_probs(reference_probs, net)
     adapter_off = net.disable_adapter() if reference_probs == "initial" else nullcontext()
     was_training = net.training
     net.eval()  # scoring probabilities without dropout
@@ -340,16 +354,12 @@ class NLFTTrainer(Trainer):
         w = out.weights
         n = max(w.n, 1)
         self._add("sft_loss", out.sft.item())
-        self._add("nlft_loss", out.x.item())
+        self._add("nlft_loss", out.weighted.item())
         self._add("cluster_fraction", w.cluster.sum().item() / n)
-        if correct:
-            self._add("correct_loss", out.loss.item())
-            self._add("salient_fraction", w.salient.sum().item() / n)
-            self._add("mean_weight_correct", w.weight.sum().item(), w.n)
-        else:
-            self._add("incorrect_loss", out.loss.item())
-            self._add("blamed_fraction", w.salient.sum().item() / n)
-            self._add("mean_weight_incorrect", w.weight.sum().item(), w.n)
+        kind = "correct" if correct else "incorrect"
+        self._add(f"{kind}_loss", out.loss.item())
+        self._add("salient_fraction" if correct else "blamed_fraction", w.salient_fraction)
+        self._add(f"mean_weight_{kind}", w.weight.sum().item(), w.n)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if self._counts and "loss" in logs:
@@ -368,17 +378,60 @@ class NLFTTrainer(Trainer):
         super().log(logs, start_time)
 
 
-class SaveEveryEpoch(TrainerCallback):
+def reference_cache(model, encoded, collator, args, run_dir: Path, base_name: str):
+    """The run's cached reference probabilities (``reference_probs: cached``): read from the run folder when they
+    belong to these records and this base model, else computed once with the base model and stored."""
+    import io
+
+    from accelerate import PartialState
+
+    from .jsonl import atomic_write_bytes
+    from .runs import REFERENCE_PROBS_FILE
+
+    path = run_dir / REFERENCE_PROBS_FILE
+    fingerprint = records_fingerprint(encoded, base_name)
+    state = PartialState()
+    with state.main_process_first():
+        stored = torch.load(path, weights_only=True) if path.exists() else None
+        if stored is not None and stored.get("fingerprint") == fingerprint:
+            return stored["records"]
+        if stored is not None:
+            logger.warning("%s belongs to other records or another model; computing it again", path)
+        if state.is_main_process:
+            cache = compute_reference_cache(
+                model,
+                encoded,
+                collator,
+                batch_size=args.per_device_eval_batch_size,
+                chunk_size=args.logits_chunk_size,
+            )
+            buffer = io.BytesIO()
+            torch.save({"fingerprint": fingerprint, "records": cache}, buffer)
+            atomic_write_bytes(path, buffer.getvalue())
+            return cache
+    return torch.load(path, weights_only=True)["records"]
+
+
+class TrainerAware(TrainerCallback):
+    """A callback that needs the trainer it runs in (to save through it, or to score with it); ``nlft.train``
+    binds it once the trainer exists."""
+
+    trainer: Trainer | None = None
+
+    def bind(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+
+
+class SaveEveryEpoch(TrainerAware):
     """Saves the adapter (or model) at each epoch end to ``RUN/epochs/epoch-N`` (the reference did too)."""
 
     def __init__(self, run_dir: str | Path, on_saved=None):
         self.run_dir = Path(run_dir)
-        self.trainer: Trainer | None = None
         self.on_saved = on_saved
 
     def on_epoch_end(self, args, state, control, **kwargs):
         if self.trainer is None:
-            return control
+            raise RuntimeError("SaveEveryEpoch needs its trainer (bind it)")
         epoch = int(round(state.epoch or 0))
         target = self.run_dir / EPOCHS_DIR / f"epoch-{epoch}"
         self.trainer.save_model(str(target))  # every process calls it; only the main one writes

@@ -15,12 +15,11 @@ import html
 import time
 from collections.abc import Mapping, Sequence
 
-from .saliency import RecordView, TokenView
-from .weighting import WeightingConfig
+from .views import RecordView, TokenView
+from .weighting import WeightingConfig, weight_scale
 
 GREEN = (22, 163, 74)
 RED = (220, 38, 38)
-FULL_LIKELIHOOD_WEIGHT = 2.0  # 1 + 1^k: a correct record's most confident token
 
 CSS = """
 :root { --ink:#1f2937; --muted:#6b7280; --line:#e5e7eb; --bg:#f8fafc; --card:#fff;
@@ -106,12 +105,8 @@ def cell_number(w: float) -> str:
 
 def cell_colour(token: TokenView, cfg: WeightingConfig) -> tuple[tuple[int, int, int], float]:
     """(rgb, alpha) of a token's cell: green by likelihood weight, red by unlikelihood weight."""
-    if token.unlikely:
-        full = cfg.unlikelihood_factor
-        rgb = RED
-    else:
-        full = FULL_LIKELIHOOD_WEIGHT
-        rgb = GREEN
+    full = weight_scale(cfg, token.unlikely)
+    rgb = RED if token.unlikely else GREEN
     alpha = min(max(token.weight / full, 0.0), 1.0) if full > 0 else 0.0
     return rgb, round(alpha, 3)
 
@@ -198,8 +193,8 @@ def legend(cfg: WeightingConfig) -> str:
         return f'<span class="tok {classes}" style="background-color:{colour}"><span class="t">{text}</span></span>'
 
     items = [
-        f'<span class="item"><span class="ramp green"></span>likelihood weight 0 → {fmt(FULL_LIKELIHOOD_WEIGHT)}</span>',
-        f'<span class="item"><span class="ramp red"></span>unlikelihood weight 0 → {fmt(cfg.unlikelihood_factor)} (pushed down)</span>',
+        f'<span class="item"><span class="ramp green"></span>likelihood weight 0 → {fmt(weight_scale(cfg, False))}</span>',
+        f'<span class="item"><span class="ramp red"></span>unlikelihood weight 0 → {fmt(weight_scale(cfg, True))} (pushed down)</span>',
         f'<span class="item">{sample("confirmed", css_colour(GREEN, 0.6), "tok")} confirmed (correct, p_std &gt; c)</span>',
         f'<span class="item">{sample("blamed", css_colour(RED, 0.6), "tok")} blamed (wrong: the judgment makes it likelier)</span>',
         f'<span class="item">{sample("neighbour", "transparent", "tok")} cluster neighbour</span>',

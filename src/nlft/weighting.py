@@ -1,93 +1,287 @@
-"""NLFT token weighting (METHOD.md sections 3-5): pure functions of per-token probabilities and hidden states.
+"""NLFT token weighting (docs/method.md sections 3-5): pure functions of per-token probabilities and hidden states.
 
 The trainer, the saliency map, the studio and the tests all call these functions; nothing else decides a
 token's weight. Inputs are 1-D tensors over one record's response tokens (``p_*[t] = P(y_t | X_*, y_<t)``) and
 the X_base hidden states ``[n, d]`` that predict them; outputs are detached.
 
-Every constant is a field of ``WeightingConfig`` with the reference default. Where the reference code is
-undefined (0/0 ratios, METHOD.md Q5) the ratio is taken as 1: no evidence either way.
+Every constant is a field of ``WeightingConfig`` with the reference default, and that class is the only list of
+them: each field's metadata carries its help, its valid range and (for the studio) its control, and the CLI
+flags, YAML loading, the studio's controls and all validation are generated from it. Where the reference code is
+undefined (0/0 ratios, docs/method.md Q5) the ratio is taken as 1: no evidence either way.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 
 ClusterMode = Literal["distance", "similarity", "off"]
+CLUSTER_MODES = ("distance", "similarity", "off")
+# The largest likelihood weight NLFT gives: 1 + 1^k, a correct record's most confident token. (The largest
+# unlikelihood weight is the unlikelihood factor: factor * sigmoid(.) < factor.)
+LIKELIHOOD_WEIGHT_MAX = 2.0
+
+
+@dataclass(frozen=True)
+class Range:
+    """The valid values of a numeric setting: finite, between ``lo`` and ``hi`` (None: unbounded)."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
+            return False
+        return not (self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi))
+
+    def __str__(self) -> str:
+        if self.lo is None and self.hi is None:
+            return "a finite number"
+        if self.hi is None:
+            return f"a finite number {'>' if self.lo_open else '>='} {self.lo:g}"
+        if self.lo is None:
+            return f"a number {'<' if self.hi_open else '<='} {self.hi:g}"
+        return f"a number in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
+
+
+@dataclass(frozen=True)
+class Control:
+    """How the studio shows a setting: a slider over [lo, hi] in steps of ``step`` (over log10 of the value when
+    ``log``, so that a probability can be set from 1e-6 to 0.5 with one slider), or a choice."""
+
+    label: str
+    group: str
+    lo: float = 0.0
+    hi: float = 1.0
+    step: float = 0.01
+    log: bool = False
+
+
+class _Metadata(dict):
+    """A field's metadata. ``HfArgumentParser`` (trl's ``TrlParser``, which builds ``nlft train``'s flags from these
+    dataclasses) hands ``metadata.copy()`` to argparse as keyword arguments, so ``copy`` gives only the keys
+    argparse knows; the range and the control stay readable through the mapping itself."""
+
+    ARGPARSE_KEYS = ("help", "choices")
+
+    def copy(self) -> dict:
+        return {k: v for k, v in self.items() if k in self.ARGPARSE_KEYS}
+
+
+def _setting(
+    default: Any,
+    help: str,  # noqa: A002 - the dataclass metadata key
+    *,
+    valid: Range | None = None,
+    choices: tuple[str, ...] | None = None,
+    control: Control | None = None,
+):
+    meta = _Metadata(help=help)
+    if choices is not None:
+        meta["choices"] = list(choices)
+    meta["valid"] = valid if valid is not None else Range()
+    meta["control"] = control
+    return field(default=default, metadata=meta)
+
+
+_BLAMED = "Wrong records: blamed tokens"
+_REST = "Wrong records: the rest"
+_CORRECT = "Correct records"
+_CLUSTER = "Clustering"
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    """What ``WeightingConfig`` says about one of its fields."""
+
+    name: str
+    default: Any
+    help: str
+    valid: Range
+    choices: tuple[str, ...] | None
+    control: Control | None
+
+    @property
+    def is_choice(self) -> bool:
+        return self.choices is not None
+
+    def describe(self) -> str:
+        return f"one of {', '.join(self.choices)}" if self.choices else str(self.valid)
+
+    def coerce(self, value: Any, where: str = "") -> Any:
+        """``value`` as this setting's type, or ``ValueError`` naming the setting and what it accepts."""
+        prefix = f"{where}: " if where else ""
+        if self.choices is not None:
+            if not isinstance(value, str) or value not in self.choices:
+                raise ValueError(f"{prefix}{self.name} must be {self.describe()}, not {value!r}")
+            return value
+        number: float | None = None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            number = float(value)
+        elif isinstance(value, str):
+            try:  # YAML 1.1 reads 1e-5 (no dot) as a string
+                number = float(value)
+            except ValueError:
+                number = None
+        if number is None:
+            raise ValueError(f"{prefix}{self.name} must be {self.describe()}, not {value!r}")
+        if number not in self.valid:
+            raise ValueError(f"{prefix}{self.name} must be {self.describe()}, got {value!r}")
+        return number
 
 
 @dataclass
 class WeightingConfig:
-    """The settings of the NLFT weighting; defaults are the reference values (METHOD.md sections 3-5)."""
+    """The settings of the NLFT weighting; defaults are the reference values (docs/method.md sections 3-5)."""
 
-    correct_confidence: float = field(
-        default=0.95, metadata={"help": "c: a correct record's token is salient when p_std > c."}
+    correct_confidence: float = _setting(
+        0.95,
+        "c: a correct record's token is salient when p_std > c.",
+        valid=Range(0.0, 1.0, lo_open=True, hi_open=True),
+        control=Control("confidence c", _CORRECT, 1e-5, 0.999, 0.01, log=True),
     )
-    salient_exponent: float = field(
-        default=5.0, metadata={"help": "Salient tokens weigh 1 + ((p_std - c)/(1 - c))^this."}
+    salient_exponent: float = _setting(
+        5.0,
+        "Salient tokens weigh 1 + ((p_std - c)/(1 - c))^this.",
+        valid=Range(0.0, 100.0),
+        control=Control("salient exponent", _CORRECT, 0.5, 10.0, 0.1),
     )
-    cluster_exponent: float = field(
-        default=0.3, metadata={"help": "Cluster neighbours of salient tokens weigh (p_std/c)^this."}
+    cluster_exponent: float = _setting(
+        0.3,
+        "Cluster neighbours of salient tokens weigh (p_std/c)^this.",
+        valid=Range(0.0, 100.0),
+        control=Control("cluster exponent", _CORRECT, 0.0, 2.0, 0.05),
     )
-    other_exponent: float = field(
-        default=0.6, metadata={"help": "Other tokens of a correct record weigh (p_std/c)^this."}
+    other_exponent: float = _setting(
+        0.6,
+        "Other tokens of a correct record weigh (p_std/c)^this.",
+        valid=Range(0.0, 100.0),
+        control=Control("other exponent", _CORRECT, 0.0, 2.0, 0.05),
     )
-    ratio_threshold: float = field(
-        default=1.5,
-        metadata={"help": "A token is blamed when p_judge/p_base and p_judge/p_std both exceed this."},
+    ratio_threshold: float = _setting(
+        1.5,
+        "A token is blamed when p_judge/p_base and p_judge/p_std both exceed this.",
+        valid=Range(0.0),
+        control=Control("ratio threshold", _BLAMED, 0.5, 5.0, 0.05),
     )
-    judge_floor: float = field(default=0.01, metadata={"help": "...and p_judge exceeds this floor."})
-    threshold: float = field(
-        default=1.5,
-        metadata={
-            "help": "theta, the sigmoid centre: a blamed token's unlikelihood weight is factor*sigmoid(r1 - theta)."
-        },
+    judge_floor: float = _setting(
+        0.01,
+        "...and p_judge exceeds this floor.",
+        valid=Range(0.0, 1.0, hi_open=True),
+        control=Control("judge floor", _BLAMED, 1e-6, 0.5, 0.02, log=True),
     )
-    unlikelihood_factor: float = field(default=2.0, metadata={"help": "The factor of that sigmoid."})
-    blamed_fraction_cutoff: float = field(
-        default=0.06,
-        metadata={
-            "help": "When more than this fraction of a wrong response is blamed, its other tokens get weight 0."
-        },
+    threshold: float = _setting(
+        1.5,
+        "theta, the sigmoid centre: a blamed token's unlikelihood weight is factor*sigmoid(r1 - theta).",
+        valid=Range(),
+        control=Control("θ, sigmoid centre", _BLAMED, 0.0, 5.0, 0.05),
     )
-    keep_exponent: float = field(
-        default=0.5, metadata={"help": "Otherwise the other tokens of a wrong response weigh p_std^this."}
+    unlikelihood_factor: float = _setting(
+        2.0,
+        "The factor of that sigmoid.",
+        valid=Range(0.0, 100.0),
+        control=Control("unlikelihood factor", _BLAMED, 0.0, 5.0, 0.05),
     )
-    cluster: ClusterMode = field(
-        default="distance",
-        metadata={
-            "help": "Phrase expansion around salient/blamed tokens: 'distance' (the reference: absorb neighbours whose "
-            "cosine distance to the running centre exceeds the radius), 'similarity' (absorb while similar) or 'off'.",
-            "choices": ["distance", "similarity", "off"],
-        },
+    blamed_fraction_cutoff: float = _setting(
+        0.06,
+        "When more than this fraction of a wrong response is blamed, its other tokens get weight 0.",
+        valid=Range(0.0, 1.0),
+        control=Control("blamed fraction cutoff", _REST, 0.0, 1.0, 0.005),
     )
-    cluster_radius: float = field(
-        default=0.4, metadata={"help": "The clustering radius, in cosine distance."}
+    keep_exponent: float = _setting(
+        0.5,
+        "Otherwise the other tokens of a wrong response weigh p_std^this.",
+        valid=Range(0.0, 100.0),
+        control=Control("keep exponent", _REST, 0.0, 2.0, 0.05),
     )
-    prob_floor: float = field(
-        default=1e-5, metadata={"help": "A probability of exactly 0 inside a log is replaced by this."}
+    cluster: ClusterMode = _setting(
+        "distance",
+        "Phrase expansion around salient/blamed tokens: 'distance' (the reference: absorb neighbours whose "
+        "cosine distance to the running centre exceeds the radius), 'similarity' (absorb while similar) or 'off'.",
+        choices=CLUSTER_MODES,
+        control=Control("cluster criterion", _CLUSTER),
+    )
+    cluster_radius: float = _setting(
+        0.4,
+        "The clustering radius, in cosine distance.",
+        valid=Range(0.0, 2.0),
+        control=Control("cluster radius", _CLUSTER, 0.0, 2.0, 0.01),
+    )
+    # Enters the loss only, never a weight: no studio control.
+    prob_floor: float = _setting(
+        1e-5,
+        "A probability of exactly 0 inside a log is replaced by this.",
+        valid=Range(0.0, 1.0, lo_open=True, hi_open=True),
     )
 
     def __post_init__(self) -> None:
-        if self.cluster not in ("distance", "similarity", "off"):
-            raise ValueError(f"cluster must be 'distance', 'similarity' or 'off', not {self.cluster!r}")
-        if not 0.0 < self.correct_confidence < 1.0:
-            raise ValueError(f"correct_confidence must lie in (0, 1), got {self.correct_confidence}")
+        for spec in self.specs():
+            object.__setattr__(self, spec.name, spec.coerce(getattr(self, spec.name)))
 
+    # -- the settings, as data ------------------------------------------------------------------------------------
     @classmethod
     def names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls))
+        return tuple(spec.name for spec in cls.specs())
+
+    @classmethod
+    def specs(cls) -> tuple[SettingSpec, ...]:
+        return tuple(
+            SettingSpec(
+                f.name,
+                f.default,
+                f.metadata["help"],
+                f.metadata["valid"],
+                tuple(f.metadata["choices"]) if "choices" in f.metadata else None,
+                f.metadata["control"],
+            )
+            for f in fields(WeightingConfig)
+        )
+
+    @classmethod
+    def spec(cls, name: str) -> SettingSpec:
+        for spec in cls.specs():
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
 
     @classmethod
     def from_object(cls, obj) -> WeightingConfig:
         """Pick the weighting fields out of any config carrying them (e.g. ``NLFTConfig``)."""
         return cls(**{name: getattr(obj, name) for name in cls.names()})
 
+    @classmethod
+    def coerce_mapping(cls, values: Mapping[str, Any], where: str = "") -> dict[str, Any]:
+        """The weighting fields of ``values``, each checked and converted (``ValueError`` naming ``where``, the
+        field and its valid range); a key that is no weighting field is an error too."""
+        names = cls.names()
+        prefix = f"{where}: " if where else ""
+        unknown = sorted(str(k) for k in values if k not in names)
+        if unknown:
+            raise ValueError(
+                f"{prefix}unknown weighting field(s) {', '.join(unknown)} (known: {', '.join(names)})"
+            )
+        return {k: cls.spec(k).coerce(v, where) for k, v in values.items()}
+
+    def replace(self, values: Mapping[str, Any] | None, where: str = "") -> WeightingConfig:
+        """A copy with the fields in ``values`` replaced (validated as ``coerce_mapping`` does)."""
+        return WeightingConfig(**{**self.to_dict(), **self.coerce_mapping(values or {}, where)})
+
     def to_dict(self) -> dict:
         return {name: getattr(self, name) for name in self.names()}
+
+
+def weight_scale(cfg: WeightingConfig, unlikely: bool) -> float:
+    """The largest weight a token of this kind can get: what the saliency map's full colour stands for."""
+    return cfg.unlikelihood_factor if unlikely else LIKELIHOOD_WEIGHT_MAX
 
 
 @dataclass
@@ -99,10 +293,17 @@ class TokenWeights:
     salient: torch.Tensor  # bool: S (confirmed tokens of a correct record, blamed tokens of a wrong one)
     cluster: torch.Tensor  # bool: cluster(S), which includes S
     ratio: torch.Tensor | None = None  # r1 = p_judge / p_base (wrong records)
+    # Wrong records: more than ``blamed_fraction_cutoff`` of the tokens are blamed, so the others weigh 0.
+    cutoff_exceeded: bool = False
 
     @property
     def n(self) -> int:
         return self.weight.shape[0]
+
+    @property
+    def salient_fraction(self) -> float:
+        """|S| / n: the confirmed fraction of a correct record, the blamed fraction of a wrong one."""
+        return float(self.salient.sum()) / max(self.n, 1)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -118,7 +319,7 @@ def cluster_mask(
     *,
     sync_every: int = 16,
 ) -> torch.Tensor:
-    """Expand the seed mask into phrases over the hidden states (METHOD.md section 5).
+    """Expand the seed mask into phrases over the hidden states (docs/method.md section 5).
 
     For each seed i the reference walks left, then right (the running centre carried over), absorbing
     neighbour j while the criterion holds and moving the centre to (centre + h_j) / 2. Walks from different
@@ -131,7 +332,7 @@ def cluster_mask(
     n = seeds.shape[0]
     if mode == "off" or n == 0:
         return seeds.clone()
-    if mode not in ("distance", "similarity"):
+    if mode not in CLUSTER_MODES:
         raise ValueError(f"unknown cluster mode {mode!r}")
     h = hidden.detach()
     if h.dtype in (torch.float16, torch.bfloat16):
@@ -224,14 +425,12 @@ def incorrect_weights(
     salient = (r1 > cfg.ratio_threshold) & (r2 > cfg.ratio_threshold) & (p_judge > cfg.judge_floor)
     cluster = cluster_mask(hidden, salient, cfg.cluster, cfg.cluster_radius)
     n = p_base.shape[0]
-    blamed_fraction = salient.sum() / max(n, 1)
-    keep = torch.where(
-        blamed_fraction > cfg.blamed_fraction_cutoff, torch.zeros_like(p_std), p_std.pow(cfg.keep_exponent)
-    )
+    cutoff_exceeded = int(salient.sum()) / max(n, 1) > cfg.blamed_fraction_cutoff
+    keep = torch.zeros_like(p_std) if cutoff_exceeded else p_std.pow(cfg.keep_exponent)
     weight = torch.where(cluster, torch.zeros_like(keep), keep)
     unlikely_w = cfg.unlikelihood_factor * torch.sigmoid(r1 - cfg.threshold)
     weight = torch.where(salient, unlikely_w, weight)
-    return TokenWeights(weight, salient.clone(), salient, cluster, ratio=r1)
+    return TokenWeights(weight, salient.clone(), salient, cluster, ratio=r1, cutoff_exceeded=cutoff_exceeded)
 
 
 def token_weights(

@@ -1,62 +1,22 @@
-"""Saliency data: token texts, views through the trainer's weighting, snapshot files, and the training callback
-whose snapshots must give the trainer's own weights for a record at that step."""
+"""Saliency snapshots: the file format, the probe, and the training callback whose snapshots must give the
+trainer's own weights for a record at that step."""
 
 import pytest
 import torch
 
-from nlft.saliency import (
+from nlft.snapshots import (
     Snapshot,
     choose_probe,
     list_snapshots,
     load_snapshot,
-    load_weighting_file,
-    record_view,
     snapshot_path,
-    token_texts,
     write_snapshot,
 )
+from nlft.trainer import TrainerAware
+from nlft.views import record_view
 from nlft.weighting import WeightingConfig, token_weights
 
-from .conftest import VISIBLE, make_probe
-from .test_trainer import ROWS, config
-
-
-def test_token_texts_read_as_the_decoded_response(tokenizer):
-    text = "She sold 48*2 = 96 in May.\n\n#### 144 — café 日本"
-    ids = tokenizer(text, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
-    pieces = token_texts(tokenizer, ids)
-    assert len(pieces) == len(ids)
-    assert "".join(pieces) == tokenizer.decode(ids)
-    assert not any("Ġ" in p or "Ċ" in p or "\ufffd" in p for p in pieces)
-    assert " sold" in pieces and pieces[-1] == tokenizer.eos_token
-    # A character spread over byte tokens is carried by the token that completes it; the others are empty.
-    raw = tokenizer.convert_ids_to_tokens(ids)
-    assert len(raw) > len([p for p in pieces if p])
-    assert any(p.endswith("日") or p.endswith("本") for p in pieces)
-
-
-def test_record_view_is_the_weighting_with_roles_and_counts():
-    cfg = WeightingConfig(cluster="similarity", cluster_radius=1.0)
-    for rec in (make_probe("w", False, seed=1), make_probe("c", True, seed=2)):
-        view = record_view(rec, cfg)
-        expected = token_weights(rec.correct, rec.p_base, rec.p_std, rec.p_judge, rec.hidden, cfg)
-        assert [t.weight for t in view.tokens] == expected.weight.tolist()
-        assert view.salient == int(expected.salient.sum()) > 0
-        assert view.neighbours == int((expected.cluster & ~expected.salient).sum()) > 0
-        roles = {t.role for t in view.tokens}
-        assert ("blamed" if not rec.correct else "confirmed") in roles and "neighbour" in roles
-        for t in view.tokens:
-            assert t.unlikely == (t.role == "blamed")
-            assert (t.role in ("blamed", "confirmed")) == bool(expected.salient[t.index])
-        assert view.mean_weight == pytest.approx(expected.weight.mean().item())
-    wrong = record_view(make_probe("w", False, seed=1), cfg)
-    assert wrong.blamed_fraction == wrong.salient / wrong.n
-    assert wrong.cutoff_exceeded == (wrong.blamed_fraction > cfg.blamed_fraction_cutoff)
-    relaxed = record_view(
-        make_probe("w", False, seed=1), WeightingConfig(blamed_fraction_cutoff=0.9, cluster="off")
-    )
-    assert not relaxed.cutoff_exceeded
-    assert any(t.weight > 0 for t in relaxed.tokens if t.role == "other")
+from .conftest import ROWS, VISIBLE, config, make_probe
 
 
 def test_snapshot_round_trip_and_listing(tmp_path):
@@ -95,26 +55,10 @@ def test_probe_alternates_wrong_and_correct():
     assert [r.id for r in choose_probe(recs, 9)] == ["w3", "c0", "w5", "c1", "c2", "c4"]
 
 
-def test_weighting_file_takes_weighting_fields_and_names_typos(tmp_path):
-    good = tmp_path / "w.yaml"
-    good.write_text("threshold: 1.1\ncluster: similarity\nlearning_rate: 1.0e-4\n")
-    assert load_weighting_file(good) == {"threshold": 1.1, "cluster": "similarity"}
-    typo = tmp_path / "t.yaml"
-    typo.write_text("threshhold: 1.1\n")
-    with pytest.raises(ValueError, match=r"t\.yaml.*threshhold"):
-        load_weighting_file(typo)
-    bad = tmp_path / "b.yaml"
-    bad.write_text("judge_floor: low\n")
-    with pytest.raises(ValueError, match=r"b\.yaml.*judge_floor"):
-        load_weighting_file(bad)
-
-
 def test_snapshots_give_the_trainers_weights_at_that_step(tmp_path, monkeypatch):
     """A snapshot's views (and what the studio sends) equal token_weights of trainer.score_batch at that step
     (same batch: exactly), and the weights compute_loss uses on those records in the next step (another batch
     order: to rounding)."""
-    from transformers import TrainerCallback
-
     import nlft.trainer as trainer_module
     from nlft.studio import Studio
     from nlft.train import train
@@ -142,10 +86,8 @@ def test_snapshots_give_the_trainers_weights_at_that_step(tmp_path, monkeypatch)
 
     checked: list[int] = []
 
-    class Compare(TrainerCallback):
+    class Compare(TrainerAware):
         """Runs right after the snapshot callback, on the same model state."""
-
-        trainer = None
 
         def on_step_end(self, args, state, control, **kwargs):
             trainer = self.trainer
