@@ -1,6 +1,7 @@
 # Two commands on a fresh machine:
 #   make demo   - set up .venv and run NLFT end to end on the embedded tiny default
 #   make test   - set up .venv and run the whole test suite
+# and for the edit-test loop: make test-fast (the tests not marked slow, on both cores, under a minute)
 #
 # torch is installed first and on its own, so that the CPU wheel is used where that is what you want.
 # CUDA users: make test TORCH="torch==2.13.0" TORCH_INDEX="--index-url https://download.pytorch.org/whl/cu128"
@@ -14,7 +15,7 @@ PYTEST_ARGS ?=
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.nlft-installed
 
-.PHONY: install test demo lint bench clean
+.PHONY: install test test-fast demo lint bench clean
 
 install: $(STAMP)
 
@@ -27,6 +28,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# One intra-op thread per worker: two workers on two cores beat one worker with two threads.
+test-fast: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "not slow" -n 2 $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/nlft demo

@@ -1,4 +1,4 @@
-"""Time of the phrase clustering (METHOD.md section 5) at 1024 response tokens and hidden size 4096.
+"""Time of the phrase clustering (docs/method.md section 5) at 1024 response tokens and hidden size 4096.
 
     python bench/bench_cluster.py [--device cuda]
 

@@ -2,7 +2,7 @@
 
 The NLFT file holds the records (our field names). The SFT file holds, for the very same records and in the
 same order, trl's conversational prompt/completion rows whose completion is the same response, so that an SFT
-baseline trains on exactly what NLFT trains on (METHOD.md Q8). Selection is seeded and independent of the
+baseline trains on exactly what NLFT trains on (docs/method.md Q8). Selection is seeded and independent of the
 pool's line order; both files are written atomically.
 """
 

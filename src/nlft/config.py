@@ -136,7 +136,7 @@ class NLFTConfig(TrainingArguments, WeightingConfig):
         default=4, metadata={"help": "How many records the saliency snapshots follow."}
     )
 
-    # transformers' defaults, changed to what an NLFT run wants (METHOD.md section 8 where it says).
+    # transformers' defaults, changed to what an NLFT run wants (docs/method.md section 8 where it says).
     output_dir: str | None = field(default="runs/nlft", metadata={"help": "The run folder."})
     learning_rate: float = field(default=5e-5, metadata={"help": "Peak learning rate (reference 5e-5)."})
     lr_scheduler_type: str = field(

@@ -92,7 +92,7 @@ def run_demo(out: str | Path = "runs/demo", *, size: int = 12, epochs: int = 2, 
             f"  {method:<7} {r.global_step:>5}  {_epoch_means(r.log_history):<22} {r.run_dir}/  (adapter/, epochs/, logs/)"
         )
     print(
-        "  (NLFT's loss is 10 x (SFT term + weighted term) per record, METHOD.md section 6; SFT's is the plain token mean)"
+        "  (NLFT's loss is 10 x (SFT term + weighted term) per record, docs/method.md section 6; SFT's is the plain token mean)"
     )
     if last:
         print(

@@ -2,7 +2,7 @@
 
 Two protocols:
 
-* ``paper`` (METHOD.md section 8): the X_base prompt NLFT trains on (the template set's math system prompt as
+* ``paper`` (docs/method.md section 8): the X_base prompt NLFT trains on (the template set's math system prompt as
   the system message, the question as the user message) through the tokenizer's chat template, zero-shot;
   generation ends at EOS; 512 new tokens.
 * ``lm-eval``: lm-eval's ``gsm8k`` task (version 3.0), byte for byte. The prompt is ``k`` exemplars

@@ -1,4 +1,4 @@
-"""``nlft judge``: a written judgment for every wrong response (METHOD.md section 1; the X_judge prompt reads it).
+"""``nlft judge``: a written judgment for every wrong response (docs/method.md section 1; the X_judge prompt reads it).
 
 Records graded wrong and without a judgment are judged; all other records pass through unchanged. Three
 back-ends write the judgment:

@@ -1,4 +1,4 @@
-"""The three conditioning prompts and the token sequences NLFT scores (METHOD.md section 2).
+"""The three conditioning prompts and the token sequences NLFT scores (docs/method.md section 2).
 
 Every record is scored under ``base`` (the plain question; the only sequence that trains), ``std`` (question +
 standard answer) and, for wrong responses, ``judge`` (question + judgment). The response is tokenized **once**

@@ -1,4 +1,4 @@
-"""Training records and question sets: loading and validation (METHOD.md section 1).
+"""Training records and question sets: loading and validation (docs/method.md section 1).
 
 A *record* is what NLFT trains on: a question, the model's own response, the standard (reference) answer and,
 for a wrong response, a written judgment. Records load from JSON (an array), JSONL, or any Hugging Face

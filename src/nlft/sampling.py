@@ -1,6 +1,6 @@
 """``nlft sample``: the target model's own chain-of-thought answers to a question set, graded as they arrive.
 
-NLFT trains on the model's *own* responses (METHOD.md sections 1 and 8): the reference sampled
+NLFT trains on the model's *own* responses (docs/method.md sections 1 and 8): the reference sampled
 Llama-3-8B-Instruct at temperature 0.3 with up to 512 new tokens under the math system prompt. Each question is
 asked under the X_base prompt of a template set, through the same rendering path the trainer uses, so the
 responses are exactly of the kind NLFT later trains on. Back-ends: ``hf`` (transformers, batched) or ``openai``

@@ -1,4 +1,4 @@
-"""Lean per-token log-probabilities of a response under a prompt (METHOD.md section 2, Q3).
+"""Lean per-token log-probabilities of a response under a prompt (docs/method.md section 2, Q3).
 
 NLFT needs, for every response token, log P(y_t | prompt, y_<t) under up to three prompts, and the X_base
 hidden state that predicts it. The authors' code kept a full-vocabulary fp32 softmax of all three sequences
