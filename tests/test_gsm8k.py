@@ -105,7 +105,7 @@ def test_gsm8k_ids_are_stable_and_local_file_loads(write):
 
 def test_bad_gold_answer_names_the_row(write):
     path = write("test.jsonl", json.dumps({"question": "q", "answer": "no number"}) + "\n")
-    with pytest.raises(ValueError, match=r"row 0: field 'answer'"):
+    with pytest.raises(ValueError, match=r"test.jsonl:line 1: field 'answer'"):
         load_gsm8k("test", path)
 
 

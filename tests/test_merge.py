@@ -56,9 +56,14 @@ def test_merge_refuses_to_clobber_and_needs_an_adapter(tiny_run, tmp_path):
     (out / "keep.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="--overwrite"):
         merge_adapter(tiny_run, out)
+    with pytest.raises(ValueError, match="replaces only a merged model"):
+        merge_adapter(tiny_run, out, overwrite=True)  # a folder of the user's: never replaced
     assert (out / "keep.txt").read_text() == "mine"
-    merge_adapter(tiny_run, out, overwrite=True)  # a run folder: its final adapter
-    assert not (out / "keep.txt").exists() and (out / "model.safetensors").exists()
+    merged = tmp_path / "merged"
+    merge_adapter(tiny_run, merged)  # a run folder: its final adapter
+    (merged / "stale.txt").write_text("from an earlier merge")
+    merge_adapter(tiny_run, merged, overwrite=True)  # a merged model may be replaced
+    assert not (merged / "stale.txt").exists() and (merged / "model.safetensors").exists()
     base = json.loads((tiny_run / "run.json").read_text())["base_model"]
     with pytest.raises(ValueError, match="no LoRA adapter"):
         merge_adapter(base, tmp_path / "m2")

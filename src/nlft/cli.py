@@ -37,6 +37,40 @@ class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaults
         return super()._get_help_string(action)
 
 
+def _number(kind, low=None, high=None, *, low_open=False, what=""):
+    """An argparse type: a ``kind`` (int or float) within [low, high] (``low_open``: above low), finite."""
+    import math
+
+    def convert(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"not a {'whole ' if kind is int else ''}number: {text!r}"
+            ) from None
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, not {text}")
+        if (
+            low is not None
+            and (value <= low if low_open else value < low)
+            or high is not None
+            and value > high
+        ):
+            raise argparse.ArgumentTypeError(f"must be {what}, not {text}")
+        return value
+
+    convert.__name__ = "whole number" if kind is int else "number"
+    return convert
+
+
+POSITIVE = _number(int, 1, what="at least 1")
+NON_NEGATIVE = _number(int, 0, what="0 or more")
+SECONDS = _number(float, 0.0, low_open=True, what="more than 0 seconds")
+TEMPERATURE = _number(float, 0.0, what="0 or more")
+TOP_P = _number(float, 0.0, 1.0, low_open=True, what="in (0, 1]")
+PORT = _number(int, 0, 65535, what="a port number from 0 to 65535")
+
+
 def _add(sub, name: str, help_text: str, description: str | None = None) -> argparse.ArgumentParser:
     return sub.add_parser(
         name, help=help_text, description=description or help_text, formatter_class=_Formatter
@@ -68,6 +102,8 @@ def _data_validate(args: argparse.Namespace) -> int:
     from .records import load_records
 
     records = load_records(args.file, skip_invalid=args.skip_invalid, split=args.split)
+    if not records and not records.skipped:
+        raise ValueError(f"{args.file}: holds no records")
     n_wrong = sum(not r.is_correct for r in records)
     unjudged = sum(not r.is_correct and r.judgment is None for r in records)
     print(
@@ -83,15 +119,19 @@ def _data_validate(args: argparse.Namespace) -> int:
 
 
 def _data_import(args: argparse.Namespace) -> int:
+    from .files import check_output_file
     from .jsonl import atomic_write_jsonl
-    from .sources import from_mathcritique, from_mathdial, gsm8k_gold_records
+    from .sources import from_mathcritique, from_mathdial, gold_records
 
+    check_output_file(args.out, inputs=(args.path,))
+    if args.source in ("mathcritique", "mathdial") and not args.path:
+        raise ValueError(f"data import {args.source}: name the input file")
     if args.source == "mathcritique":
         records = list(from_mathcritique(args.path))
     elif args.source == "mathdial":
         records = list(from_mathdial(args.path))
-    else:
-        records = list(gsm8k_gold_records(args.split, args.path, limit=args.limit))
+    else:  # gsm8k-gold, or gold of any task (gsm8k, mini-math, a GSM8K-style folder)
+        records = list(gold_records(args.path or "gsm8k", args.split, limit=args.limit))
     if args.limit is not None:
         records = records[: args.limit]
     n = atomic_write_jsonl(args.out, (r.to_dict() for r in records))
@@ -144,7 +184,7 @@ def _register_data(sub) -> None:
         "and OUT/manifest.json. The same pool and seed give byte-identical files.",
     )
     p.add_argument("pool", help="graded records: .jsonl, .json, a saved HF dataset folder or a hub id")
-    p.add_argument("--size", type=int, required=True, help="number of records to select")
+    p.add_argument("--size", type=POSITIVE, required=True, help="number of records to select")
     p.add_argument(
         "--ratio",
         default="natural",
@@ -173,14 +213,19 @@ def _register_data(sub) -> None:
         "import",
         "turn public critique data into a records pool",
         "Convert public data into NLFT records: MathCritique (wrong answers + GPT-4 critiques), MathDial\n"
-        "(wrong answers + teacher notes) or GSM8K gold solutions (as correct responses).",
+        "(wrong answers + teacher notes), or the gold solutions of a task's split as correct responses\n"
+        "(gold mini-math, gold gsm8k; gsm8k-gold is gold for GSM8K).",
     )
     p.add_argument("source", choices=IMPORT_SOURCES)
     p.add_argument(
-        "path", nargs="?", default=None, help="input file (a GSM8K folder for gsm8k-gold; omit for the hub)"
+        "path",
+        nargs="?",
+        default=None,
+        help="input file; for gold, a task (gsm8k, mini-math) or GSM8K-style folder (gsm8k-gold: a GSM8K folder; "
+        "omit for the hub)",
     )
-    p.add_argument("--split", default="train", help="GSM8K split, for gsm8k-gold")
-    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--split", default="train", help="the task's split, for gold and gsm8k-gold")
+    p.add_argument("--limit", type=POSITIVE, default=None)
     p.add_argument("--out", required=True, help="output .jsonl")
     p.set_defaults(func=_data_import)
 
@@ -198,7 +243,7 @@ def _register_data(sub) -> None:
     )
     _add_questions_args(p)
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--size", type=int, required=True, help="records in the dataset")
+    p.add_argument("--size", type=POSITIVE, required=True, help="records in the dataset")
     p.add_argument(
         "--ratio", default="natural", help="correct:wrong, e.g. 1:1; or 'correct', 'wrong', 'natural'"
     )
@@ -223,7 +268,7 @@ def _add_questions_args(p: argparse.ArgumentParser) -> None:
         "or a .jsonl/.json/Hugging Face dataset with 'question' and 'answer' (or 'reference')",
     )
     p.add_argument("--split", default="train", help="GSM8K (or dataset) split")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N questions")
+    p.add_argument("--limit", type=POSITIVE, default=None, help="use only the first N questions")
 
 
 def _add_model_args(
@@ -249,16 +294,16 @@ def _add_model_args(
         default="OPENAI_API_KEY",
         help="openai: environment variable holding the API key (never logged or stored)",
     )
-    g.add_argument(f"--{prefix}concurrency", type=int, default=8, help="openai: requests in flight")
+    g.add_argument(f"--{prefix}concurrency", type=POSITIVE, default=8, help="openai: requests in flight")
     g.add_argument(
         f"--{prefix}timeout",
-        type=float,
+        type=SECONDS,
         default=120.0,
         help="openai: seconds one request may take, streamed or not (connecting included)",
     )
     g.add_argument(
         f"--{prefix}max-retries",
-        type=int,
+        type=NON_NEGATIVE,
         default=5,
         help="openai: retries of a failed request (429, 5xx, timeouts, malformed replies), with exponential backoff and jitter",
     )
@@ -270,7 +315,7 @@ def _add_model_args(
         metavar="JSON",
         help="openai: server-specific request fields, e.g. '{\"do_sample\": true}' for transformers serve",
     )
-    g.add_argument(f"--{prefix}batch-size", type=int, default=8, help="hf: prompts per generation batch")
+    g.add_argument(f"--{prefix}batch-size", type=POSITIVE, default=8, help="hf: prompts per generation batch")
     g.add_argument(f"--{prefix}dtype", default="auto", choices=DTYPES, help="hf: weight dtype")
     g.add_argument(f"--{prefix}device", default=None, help="hf: cuda, mps or cpu; unset: the best available")
     g.add_argument(
@@ -332,13 +377,13 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("sampling")
     g.add_argument("--backend", default="hf", choices=BACKENDS, help="where the responses come from")
     g.add_argument(
-        "--samples", type=int, default=1, help="responses per question (ids <question id>-s0, -s1, ...)"
+        "--samples", type=POSITIVE, default=1, help="responses per question (ids <question id>-s0, -s1, ...)"
     )
     g.add_argument(
-        "--temperature", type=float, default=0.3, help="0 is greedy; the NLFT reference sampled at 0.3"
+        "--temperature", type=TEMPERATURE, default=0.3, help="0 is greedy; the NLFT reference sampled at 0.3"
     )
-    g.add_argument("--top-p", type=float, default=1.0)
-    g.add_argument("--max-new-tokens", type=int, default=512)
+    g.add_argument("--top-p", type=TOP_P, default=1.0)
+    g.add_argument("--max-new-tokens", type=POSITIVE, default=512)
     g.add_argument("--seed", type=int, default=42, help="sampling seed (a rerun samples the same text)")
     g.add_argument(
         "--templates",
@@ -367,7 +412,7 @@ def _add_judge_args(p: argparse.ArgumentParser, flag: str) -> None:
         help="judge prompt: built-in 'math' or a YAML file with system, user, correct_marker; unset: math",
     )
     g.add_argument(
-        "--judge-max-new-tokens", type=int, default=1024, help="openai/hf: length limit of a judgment"
+        "--judge-max-new-tokens", type=POSITIVE, default=1024, help="openai/hf: length limit of a judgment"
     )
 
 
@@ -389,27 +434,24 @@ def _progress_enabled(args: argparse.Namespace) -> bool:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    from .generation import make_backend
-    from .sampling import load_question_set, sample_questions
+    from .sampling import run_sample
 
-    questions = load_question_set(
-        args.questions, split=args.split, limit=args.limit, skip_invalid=args.skip_invalid
-    )
-    options = _model_options(args, args.backend)
-    backend = make_backend(options, _sampling_settings(args), args.templates)
-    result = sample_questions(
-        questions,
+    result = run_sample(
+        args.questions,
         args.out,
-        backend,
+        backend=_model_options(args, args.backend),
+        settings=_sampling_settings(args),
+        split=args.split,
+        limit=args.limit,
+        skip_invalid=args.skip_invalid,
         samples=args.samples,
         templates=args.templates,
         system=args.system,
         rule=args.rule,
-        provenance=options.describe(),
         progress=_progress_enabled(args),
     )
     print(result.summary())
-    return 0
+    return 1 if result.failed else 0
 
 
 def _register_sample(sub) -> None:
@@ -442,7 +484,7 @@ def _register_sample(sub) -> None:
 
 
 def _judge(args: argparse.Namespace) -> int:
-    from .judging import JudgeOptions, judge_records, load_judge
+    from .judging import JudgeOptions, run_judge
 
     options = JudgeOptions(
         backend=args.backend,
@@ -451,15 +493,16 @@ def _judge(args: argparse.Namespace) -> int:
         max_new_tokens=args.judge_max_new_tokens,
         rule=args.rule,
     )
-    result = judge_records(
+    result = run_judge(
         args.records,
         args.out,
-        load_judge(options, args.templates),
+        options,
+        templates=args.templates,
         skip_invalid=args.skip_invalid,
         progress=_progress_enabled(args),
     )
     print(result.summary())
-    return 0
+    return 1 if result.failed else 0
 
 
 def _register_judge(sub) -> None:
@@ -551,9 +594,12 @@ def _register_demo(sub) -> None:
     )
     p.add_argument("--out", default="runs/demo", help="demo folder (data/, nlft/, sft/)")
     p.add_argument(
-        "--size", type=int, default=12, help="records to select from the bundled sample (2:1 correct:wrong)"
+        "--size",
+        type=POSITIVE,
+        default=12,
+        help="records to select from the bundled sample (2:1 correct:wrong)",
     )
-    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--epochs", type=POSITIVE, default=2)
     p.add_argument("--seed", type=int, default=42)
     p.set_defaults(func=_demo)
 
@@ -643,7 +689,7 @@ def _register_eval(sub) -> None:
         default=None,
         help="local GSM8K folder with <split>.jsonl (default: the hub dataset openai/gsm8k)",
     )
-    g.add_argument("--limit", type=int, default=None, help="evaluate the first N questions only")
+    g.add_argument("--limit", type=POSITIVE, default=None, help="evaluate the first N questions only")
     g = p.add_argument_group("protocol")
     g.add_argument("--protocol", default="paper", choices=PROTOCOLS)
     g.add_argument(
@@ -651,7 +697,7 @@ def _register_eval(sub) -> None:
         default=None,
         help="paper: template set for the system prompt (default: the run's, else math)",
     )
-    g.add_argument("--num-fewshot", type=int, default=5, help="lm-eval: exemplars per prompt")
+    g.add_argument("--num-fewshot", type=NON_NEGATIVE, default=5, help="lm-eval: exemplars per prompt")
     g.add_argument(
         "--fewshot-data", default=None, help="lm-eval: where exemplars come from (default: gsm8k:train)"
     )
@@ -669,9 +715,12 @@ def _register_eval(sub) -> None:
     )
     g = p.add_argument_group("decoding")
     g.add_argument(
-        "--temperature", type=float, default=0.0, help="0 is greedy; the NLFT authors sampled once at 0.6"
+        "--temperature",
+        type=TEMPERATURE,
+        default=0.0,
+        help="0 is greedy; the NLFT authors sampled once at 0.6",
     )
-    g.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling; 1.0 is off")
+    g.add_argument("--top-p", type=TOP_P, default=1.0, help="nucleus sampling; 1.0 is off")
     g.add_argument(
         "--seeds",
         type=int,
@@ -679,7 +728,9 @@ def _register_eval(sub) -> None:
         default=None,
         help="with --temperature > 0: one sample per seed; the summary reports mean and sd",
     )
-    g.add_argument("--max-new-tokens", type=int, default=None, help="default: 512 (paper) or 256 (lm-eval)")
+    g.add_argument(
+        "--max-new-tokens", type=POSITIVE, default=None, help="default: 512 (paper) or 256 (lm-eval)"
+    )
     g = _add_model_args(p, model_flags=False)
     g.add_argument(
         "--backend",
@@ -869,12 +920,12 @@ def _register_saliency(sub) -> None:
         "--snapshot",
         help="a training snapshot: RUN/saliency/step-N.pt, or a run folder (its newest, or --step)",
     )
-    p.add_argument("--step", type=int, default=None, help="with --snapshot RUN: the step to show")
+    p.add_argument("--step", type=NON_NEGATIVE, default=None, help="with --snapshot RUN: the step to show")
     p.add_argument(
         "--data", help="records (.jsonl/.json/HF dataset, or nlft:sample); default: the run's data"
     )
     p.add_argument("--split", default=None, help="split, for Hugging Face datasets")
-    p.add_argument("--limit", type=int, default=8, help="records to show (the first ones)")
+    p.add_argument("--limit", type=POSITIVE, default=8, help="records to show (the first ones)")
     p.add_argument("--out", default="saliency.html", help="the HTML file to write")
     p.add_argument(
         "--templates",
@@ -891,7 +942,7 @@ def _register_saliency(sub) -> None:
     )
     p.add_argument(
         "--max-length",
-        type=int,
+        type=_number(int, 2, what="at least 2"),
         default=None,
         help="longest sequence; prompts are cut from the left (default: the run's, else 2048)",
     )
@@ -904,7 +955,7 @@ def _register_saliency(sub) -> None:
     )
     p.add_argument("--dtype", default="auto", choices=DTYPES)
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
-    p.add_argument("--batch-size", type=int, default=4, help="records scored at once")
+    p.add_argument("--batch-size", type=POSITIVE, default=4, help="records scored at once")
     w = p.add_argument_group(
         "weighting",
         "Start from the run's settings (or the reference defaults), then --weighting, then these flags.",
@@ -952,7 +1003,7 @@ def _register_studio(sub) -> None:
     p.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (other than loopback: reachable by others)"
     )
-    p.add_argument("--port", type=int, default=8765, help="port (0: any free one)")
+    p.add_argument("--port", type=PORT, default=8765, help="port (0: any free one)")
     p.add_argument("--open", action="store_true", help="open the page in a web browser")
     p.set_defaults(func=_studio)
 
@@ -986,6 +1037,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .jsonl import ResultsLocked
     from .records import RecordError
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -996,11 +1048,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             args = parser.parse_args(argv)
             code = args.func(args)
-    except (RecordError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as exc:
+    except (RecordError, ValueError, OSError, ResultsLocked, RuntimeError) as exc:
         # Bad input is reported in one clear message; NLFT_DEBUG=1 shows the traceback instead.
         if os.environ.get("NLFT_DEBUG"):
             raise
-        print(f"nlft: error: {exc}", file=sys.stderr)
+        message = str(exc) or type(exc).__name__
+        if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in message:
+            message = f"{exc.filename}: {exc.strerror or message}"
+        print(f"nlft: error: {message}", file=sys.stderr)
         code = 2
     except KeyboardInterrupt:
         print("nlft: interrupted", file=sys.stderr)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .evaluation import RULE_NAMES, curve_rows, data_name, epoch_sort_key, epoch_text, percent
+from .files import read_json
 from .gsm8k import RULES
 from .jsonl import atomic_write_bytes, atomic_write_text
 from .runs import EVAL_DIR, load_run
@@ -48,7 +48,16 @@ def load_curve(
     name = data_name(data)
     found, others = [], set()
     for file in sorted((run.path / EVAL_DIR).glob("*/summary.json")):
-        summary = json.loads(file.read_text(encoding="utf-8"))
+        summary = read_json(file, "evaluation summary")
+        missing = [
+            k
+            for k in ("accuracy", "questions", "items", "done", "complete")
+            if not isinstance(summary, dict) or k not in summary
+        ]
+        if missing or not isinstance(summary["accuracy"], dict):
+            raise ValueError(
+                f"{file}: damaged evaluation summary (no {', '.join(missing) or 'accuracy'}); rerun nlft eval on {run.path}"
+            )
         if (
             summary.get("protocol") == protocol
             and summary.get("data_name") == name

@@ -14,7 +14,9 @@ by trl's ``TrlParser`` (``nlft train --config x.yaml --learning_rate 1e-4``):
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
@@ -135,6 +137,13 @@ class NLFTConfig(TrainingArguments, WeightingConfig):
     saliency_probe: int = field(
         default=4, metadata={"help": "How many records the saliency snapshots follow."}
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Replace the run already in output_dir (its run.json, adapter, epochs, checkpoints, logs, "
+            "snapshots and evaluations); without it an existing run is never replaced."
+        },
+    )
 
     # transformers' defaults, changed to what an NLFT run wants (docs/method.md section 8 where it says).
     output_dir: str | None = field(default="runs/nlft", metadata={"help": "The run folder."})
@@ -202,6 +211,145 @@ class NLFTConfig(TrainingArguments, WeightingConfig):
 CONFIG_CLASSES = (DataConfig, ModelConfig, NLFTConfig, *settings_classes())
 
 
+def _field_types(annotation: str) -> set[type] | None:
+    """The plain Python types a YAML value of a field with ``annotation`` may have (None: anything goes)."""
+    tokens = set(re.findall(r"[A-Za-z_]+", annotation))
+    known = {
+        "str": str,
+        "int": int,
+        "float": float,
+        "bool": bool,
+        "list": list,
+        "dict": dict,
+        "None": type(None),
+    }
+    if "Any" in tokens or not tokens & set(known):
+        return None
+    types = {known[t] for t in tokens if t in known}
+    if tokens - set(known) - {"Literal"}:  # an enum or a class: given by its name in YAML
+        types.add(str)
+    return types
+
+
+def _check_value(name: str, value, annotation: str, where: str) -> None:
+    types = _field_types(annotation)
+    if types is None or value is None and type(None) in types:
+        return
+    if isinstance(value, bool):
+        ok = bool in types
+    elif isinstance(value, (int, float)):
+        ok = bool({int, float} & types) and (float in types or isinstance(value, int))
+    elif isinstance(value, str):
+        ok = str in types
+        for number in (int, float):  # YAML 1.1 reads 1e-4 as a string; argparse converts it as from the CLI
+            if not ok and number in types:
+                try:
+                    number(value)
+                    ok = True
+                except ValueError:
+                    pass
+    else:
+        ok = type(value) in types
+    if not ok:
+        expected = " or ".join(sorted(t.__name__ if t is not type(None) else "null" for t in types))
+        raise ValueError(f"{where}: setting '{name}' must be {expected}, not {value!r}")
+
+
+def read_config_file(path: str | os.PathLike) -> dict:
+    """A training config (YAML) checked against the settings: every key known, every value of the right kind.
+
+    Named errors instead of what trl or transformers would raise later (unknown keys in developer terms, a
+    ``TypeError`` deep in ``TrainingArguments``)."""
+    import difflib
+
+    from .files import read_yaml
+
+    data = read_yaml(path, "config file")
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a config file is a YAML mapping of settings, e.g. 'learning_rate: 1.0e-4'")
+    fields = {f.name: f for cls in CONFIG_CLASSES for f in dataclasses.fields(cls) if f.init}
+    for key, value in data.items():
+        if key == "env":  # trl's: environment variables to set
+            if not isinstance(value, dict):
+                raise ValueError(f"{path}: 'env' must be a mapping of environment variables")
+            continue
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else " (see nlft train --help)"
+            raise ValueError(f"{path}: unknown setting '{key}'{hint}")
+        _check_value(str(key), value, str(fields[key].type), str(path))
+    return data
+
+
+def validate_training_config(data: DataConfig, model: ModelConfig, train: NLFTConfig) -> None:
+    """Ranges the dataclasses do not check themselves, checked before anything is written."""
+
+    def need(ok: bool, name: str, what: str, value) -> None:
+        if not ok:
+            raise ValueError(f"--{name} must be {what}, got {value!r}")
+
+    def whole(name: str, low: int, obj) -> None:
+        value = getattr(obj, name)
+        need(
+            isinstance(value, int) and not isinstance(value, bool) and value >= low,
+            name,
+            f"a whole number >= {low}",
+            value,
+        )
+
+    for name in (
+        "per_device_train_batch_size",
+        "gradient_accumulation_steps",
+        "logits_chunk_size",
+        "saliency_probe",
+    ):
+        whole(name, 1, train)
+    whole("saliency_steps", 0, train)
+    whole("max_length", 2, data)
+    need(
+        train.max_steps == -1 or train.max_steps >= 1,
+        "max_steps",
+        "-1 (use num_train_epochs) or at least 1",
+        train.max_steps,
+    )
+    if train.max_steps == -1:
+        epochs = train.num_train_epochs
+        need(
+            math.isfinite(epochs) and epochs > 0, "num_train_epochs", "more than 0 (or set max_steps)", epochs
+        )
+    need(
+        math.isfinite(train.learning_rate) and train.learning_rate >= 0,
+        "learning_rate",
+        "a finite number >= 0",
+        train.learning_rate,
+    )
+    need(
+        math.isfinite(train.loss_scale) and train.loss_scale > 0,
+        "loss_scale",
+        "a finite number > 0",
+        train.loss_scale,
+    )
+    if isinstance(train.output_dir, str):
+        need(bool(train.output_dir.strip()), "output_dir", "a folder", train.output_dir)
+    else:
+        need(False, "output_dir", "a folder (a string)", train.output_dir)
+    if model.use_peft:
+        need(model.lora_r >= 1, "lora_r", "a whole number >= 1", model.lora_r)
+        need(model.lora_alpha > 0, "lora_alpha", "more than 0", model.lora_alpha)
+        need(0 <= model.lora_dropout < 1, "lora_dropout", "in [0, 1)", model.lora_dropout)
+        targets = model.lora_target_modules
+        need(
+            targets is None
+            or isinstance(targets, str)
+            or (isinstance(targets, list) and all(isinstance(t, str) for t in targets)),
+            "lora_target_modules",
+            "a list of module names (or all-linear)",
+            targets,
+        )
+
+
 def parse_train_args(argv: list[str] | None = None) -> tuple[DataConfig, ModelConfig, NLFTConfig]:
     """``--config file.yaml`` plus ``--field value`` overrides; command-line values win over the file.
 
@@ -214,10 +362,20 @@ def parse_train_config(argv: list[str] | None = None) -> tuple:
     """(DataConfig, ModelConfig, NLFTConfig, *the methods' settings objects) from ``argv``."""
     from trl import TrlParser
 
+    argv = list(argv) if argv is not None else []
+    if "--config" in argv:
+        at = argv.index("--config")
+        if at + 1 >= len(argv):
+            raise ValueError("--config needs a file")
+        read_config_file(
+            argv[at + 1]
+        )  # named errors for what trl and transformers would raise about it later
     parser = TrlParser(
         CONFIG_CLASSES, prog="nlft train", description="Train with NLFT or one of its baselines."
     )
-    return tuple(parser.parse_args_and_config(argv))
+    parsed = tuple(parser.parse_args_and_config(argv))
+    validate_training_config(*parsed[:3])
+    return parsed
 
 
 def load_weighting_file(path: str | os.PathLike) -> dict:

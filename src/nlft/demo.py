@@ -17,6 +17,41 @@ from .builder import build_dataset
 from .records import SAMPLE_RECORDS
 from .snapshots import list_snapshots
 
+MARKER = ".nlft-demo.json"  # what a demo folder holds to say a demo made it, and what it wrote
+DEMO_ENTRIES = ("data", "nlft", "sft")
+
+
+def prepare_out(out: Path, entries: tuple[str, ...]) -> None:
+    """Make ``out`` ready for a demo: a new or empty folder is used as it is; a folder an earlier demo made (it
+    holds ``MARKER``) has that demo's entries replaced, and nothing else in it touched; any other folder is
+    refused before anything is written."""
+    import json
+
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise ValueError(f"--out {out}: not a folder (a file or a link); name a folder for the demo")
+    marker = out / MARKER
+    if out.is_dir() and any(out.iterdir()):
+        if not marker.is_file():
+            raise FileExistsError(
+                f"--out {out}: exists, holds files, and no earlier demo made it; name a new folder for the demo"
+            )
+        try:
+            earlier = json.loads(marker.read_text(encoding="utf-8")).get("entries", [])
+        except (ValueError, AttributeError):
+            raise ValueError(
+                f"{marker}: damaged demo marker; remove the folder yourself or use another --out"
+            ) from None
+        removed = [e for e in earlier if isinstance(e, str) and "/" not in e and e not in ("", ".", "..")]
+        for entry in removed:
+            target = out / entry
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            elif target.exists() or target.is_symlink():
+                target.unlink()
+        print(f"replacing the earlier demo in {out} ({', '.join(removed) or 'nothing'})")
+    out.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"made_by": "nlft demo", "entries": list(entries)}) + "\n", encoding="utf-8")
+
 
 def _train_args(method: str, data: Path, out: Path, epochs: int, seed: int) -> list[str]:
     # The same settings as configs/tiny-nlft.yaml and configs/tiny-sft.yaml, plus, for NLFT, a saliency snapshot
@@ -56,10 +91,7 @@ def run_demo(out: str | Path = "runs/demo", *, size: int = 12, epochs: int = 2, 
     from .train import train
 
     out = Path(out)
-    if out.exists():
-        # A demo always starts over: its folder holds nothing but what an earlier demo made.
-        print(f"removing the earlier demo in {out}")
-        shutil.rmtree(out)
+    prepare_out(out, DEMO_ENTRIES)
     started = time.time()
     print(f"nlft demo: bundled sample ({SAMPLE_RECORDS.name}) -> {out}\n")
     built = build_dataset(SAMPLE_RECORDS, out / "data", size=size, ratio="2:1", seed=seed)

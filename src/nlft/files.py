@@ -48,6 +48,19 @@ def read_yaml(path: str | os.PathLike, what: str = "YAML file") -> Any:
         raise ValueError(f"{where}: not valid YAML ({problem})") from None
 
 
+def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
+    """The parsed JSON of ``path``; a damaged file is a ``ValueError`` naming it and where it breaks."""
+    import json
+
+    text = read_text(path, what)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"{path}:{exc.lineno}:{exc.colno}: damaged {what}: not valid JSON ({exc.msg})"
+        ) from None
+
+
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     """Whether two paths name the same existing file (through links, ``..`` and case-insensitive file systems)."""
     try:

@@ -14,7 +14,9 @@ Both back-ends yield ``(request, Completion)`` pairs as they finish, so callers 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import math
 import os
 import random
 import time
@@ -35,6 +37,20 @@ class SamplingSettings:
     top_p: float = 1.0
     seed: int = 0
     stop: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if (
+            isinstance(self.max_new_tokens, bool)
+            or not isinstance(self.max_new_tokens, int)
+            or self.max_new_tokens < 1
+        ):
+            raise ValueError(
+                f"--max-new-tokens must be a whole number of at least 1, got {self.max_new_tokens!r}"
+            )
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise ValueError(f"--temperature must be a finite number >= 0, got {self.temperature}")
+        if not (math.isfinite(self.top_p) and 0 < self.top_p <= 1):
+            raise ValueError(f"--top-p must be in (0, 1], got {self.top_p}")
 
     @property
     def greedy(self) -> bool:
@@ -248,18 +264,49 @@ class MalformedReply(Exception):
 
 
 class _StreamBroken(Exception):
-    """A stream that failed after it had started; the client does not retry these, so we do."""
+    """A stream that failed after it had started."""
+
+
+class _Deadline(Exception):
+    """The whole request took longer than ``timeout``."""
+
+
+class _HTTPError(Exception):
+    def __init__(self, status: int, message: str, retry_after: float | None):
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+# Statuses worth another attempt (as the openai client and most SDKs retry them); others are final.
+RETRY_STATUSES = {408, 409, 429, 500, 502, 503, 504}
+
+
+def _retry_after(headers) -> float | None:
+    """Seconds a server asks us to wait (``retry-after-ms`` or ``retry-after``), capped at a minute."""
+    for name, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            return min(60.0, max(0.0, float(value) * scale))
+        except ValueError:
+            return None
+    return None
 
 
 class OpenAIBackend:
     """An OpenAI-compatible endpoint (chat completions, or completions for raw text prompts).
 
-    Retries: the ``openai`` client retries 408/409/429/5xx, timeouts and connection errors itself (exponential
-    backoff with jitter, honouring ``retry-after``), up to ``max_retries`` times. Failures it can't see are
-    retried here with the same policy: bodies that are not valid JSON or lack the text, and streams that break,
-    send an error event or end without a finish reason. ``timeout`` bounds every wait for the server (connect,
-    and each read; for a stream, the gap between two chunks). A request that still fails comes back as a
-    ``Completion`` with ``error`` set; nothing is raised, so a long job records it and goes on.
+    ``timeout`` bounds each request as a whole — connecting, waiting and reading, streamed or not: a server that
+    drips one byte (or one event) a second is cut off when the time is up, not waited on forever. Failed
+    attempts are retried here (the client's own retries are off, so that ``attempts`` counts them all) with
+    exponential backoff and jitter, honouring a server's ``retry-after``: 408/409/429/5xx, timeouts,
+    connection errors, replies that are not valid JSON or lack the text, and streams that break, send an error
+    event or end without a finish reason. Other HTTP errors (400, 401, 404, ...) are final at once, with the
+    server's own message. A request that still fails comes back as a ``Completion`` with ``error`` set; nothing
+    is raised, so a long job records it and goes on. The API key is never logged or stored, and is removed from
+    any message a server echoes it in, whatever its length.
     """
 
     def __init__(
@@ -277,6 +324,12 @@ class OpenAIBackend:
     ):
         import openai
 
+        if not (timeout > 0 and math.isfinite(timeout)):
+            raise ValueError(f"--timeout must be a positive number of seconds, got {timeout}")
+        if concurrency < 1:
+            raise ValueError(f"--concurrency must be at least 1, got {concurrency}")
+        if max_retries < 0:
+            raise ValueError(f"--max-retries must be 0 or more, got {max_retries}")
         key = os.environ.get(api_key_env)
         if not key:
             if base_url is None:
@@ -284,12 +337,15 @@ class OpenAIBackend:
                     f"no API key: set the environment variable {api_key_env} (or point --base-url at your own server)"
                 )
             key = "EMPTY"  # local servers (vLLM, SGLang) accept any key
-        # Kept only to scrub it from error messages a server might echo back; never logged or stored.
-        self._secrets = [key] if len(key) >= 8 else []
-        self.client = openai.OpenAI(api_key=key, base_url=base_url, timeout=timeout, max_retries=max_retries)
+            self._secrets: list[str] = []
+        else:
+            # Kept only to scrub it from error messages a server might echo back; never logged or stored.
+            self._secrets = [key]
+        self.client = openai.OpenAI(api_key=key, base_url=base_url, timeout=timeout, max_retries=0)
         self.model = model
         self.settings = settings or SamplingSettings()
-        self.concurrency = max(1, concurrency)
+        self.concurrency = concurrency
+        self.timeout = timeout
         self.max_retries = max_retries
         self.stream = stream
         self.extra_body = extra_body or {}
@@ -311,52 +367,112 @@ class OpenAIBackend:
             params["seed"] = _stable_seed(s.seed, request.key) & 0x7FFFFFFF
         if self.extra_body:
             params["extra_body"] = self.extra_body
+        if self.stream and request.messages is not None:
+            params["stream"] = True
         return params
 
-    def _stream_chat(self, request: Request, params: dict[str, Any]) -> tuple[str, str | None]:
-        import openai
+    def _read(self, response, deadline: float) -> bytes:
+        """The whole body, cut off at ``deadline`` (a watchdog closes the connection, so a stalled read returns)."""
+        import threading
 
-        stream = self.client.chat.completions.create(messages=request.messages, stream=True, **params)
-        parts, finish = [], None
+        timer = threading.Timer(max(0.0, deadline - time.monotonic()), response.http_response.close)
+        timer.daemon = True
+        timer.start()
+        parts: list[bytes] = []
         try:
-            for chunk in stream:
-                choices = getattr(chunk, "choices", None)
-                if not choices:
-                    continue
-                choice = choices[0]
-                delta = getattr(choice, "delta", None)
-                if delta is not None and getattr(delta, "content", None):
-                    parts.append(delta.content)
-                finish = getattr(choice, "finish_reason", None) or finish
-        except (openai.APIError, ValueError) as exc:
+            for part in response.iter_bytes():
+                parts.append(part)
+                if time.monotonic() > deadline:
+                    raise _Deadline()
+        except _Deadline:
+            raise
+        except Exception as exc:
+            if time.monotonic() >= deadline:
+                raise _Deadline() from None
             raise _StreamBroken(
-                f"stream broke after {len(parts)} chunks: {type(exc).__name__}: {exc}"
+                f"connection broke while reading the reply: {type(exc).__name__}: {exc}"
             ) from None
         finally:
-            stream.close()
+            timer.cancel()
+        return b"".join(parts)
+
+    @staticmethod
+    def _parse_reply(body: bytes, chat: bool) -> tuple[str, str | None]:
+        try:
+            data = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise MalformedReply(f"reply is not JSON ({body[:60]!r})") from None
+        choices = data.get("choices") if isinstance(data, dict) else None
+        if not choices or not isinstance(choices[0], dict):
+            raise MalformedReply("reply has no choices")
+        choice = choices[0]
+        text = (choice.get("message") or {}).get("content") if chat else choice.get("text")
+        if not isinstance(text, str):
+            raise MalformedReply(
+                "reply has no choices[0].message.content" if chat else "reply has no choices[0].text"
+            )
+        return text, choice.get("finish_reason")
+
+    @staticmethod
+    def _parse_stream(body: bytes) -> tuple[str, str | None]:
+        parts, finish, events = [], None, 0
+        for line in body.decode("utf-8", "replace").splitlines():
+            if not line.startswith("data:"):
+                continue
+            data = line[5:].strip()
+            if data == "[DONE]":
+                break
+            events += 1
+            try:
+                chunk = json.loads(data)
+            except json.JSONDecodeError:
+                raise _StreamBroken(f"stream broke after {events} events: an event is not JSON") from None
+            if isinstance(chunk, dict) and "error" in chunk:
+                message = (
+                    (chunk["error"] or {}).get("message")
+                    if isinstance(chunk["error"], dict)
+                    else chunk["error"]
+                )
+                raise _StreamBroken(
+                    f"stream broke after {events} events: the server sent an error ({message})"
+                )
+            for choice in (chunk.get("choices") or []) if isinstance(chunk, dict) else []:
+                delta = choice.get("delta") or {}
+                if delta.get("content"):
+                    parts.append(delta["content"])
+                finish = choice.get("finish_reason") or finish
         if finish is None:
-            raise MalformedReply(f"stream ended after {len(parts)} chunks without a finish reason (cut off)")
+            raise MalformedReply(f"stream ended after {events} events without a finish reason (cut off)")
         return "".join(parts), finish
 
     def _once(self, request: Request) -> tuple[str, str | None]:
+        import openai
+
         params = self._params(request)
-        if request.messages is not None:
-            if self.stream:
-                return self._stream_chat(request, params)
-            reply = self.client.chat.completions.create(messages=request.messages, **params)
-            choices = getattr(reply, "choices", None)
-            if (
-                not choices
-                or getattr(choices[0], "message", None) is None
-                or choices[0].message.content is None
-            ):
-                raise MalformedReply("reply has no choices[0].message.content")
-            return choices[0].message.content, choices[0].finish_reason
-        reply = self.client.completions.create(prompt=request.text, **params)
-        choices = getattr(reply, "choices", None)
-        if not choices or getattr(choices[0], "text", None) is None:
-            raise MalformedReply("reply has no choices[0].text")
-        return choices[0].text, choices[0].finish_reason
+        deadline = time.monotonic() + self.timeout
+        chat = request.messages is not None
+        api = self.client.chat.completions if chat else self.client.completions
+        payload = {"messages": request.messages} if chat else {"prompt": request.text}
+        try:
+            with api.with_streaming_response.create(**payload, **params) as response:
+                body = self._read(response, deadline)
+        except openai.APIStatusError as exc:
+            message = exc.message
+            body_error = exc.body.get("error") if isinstance(exc.body, dict) else exc.body
+            if isinstance(body_error, dict) and body_error.get("message"):
+                message = (
+                    f"{message} ({body_error['message']})"
+                    if body_error["message"] not in message
+                    else message
+                )
+            elif isinstance(body_error, str) and body_error and body_error not in message:
+                message = f"{message} ({body_error[:200]})"
+            raise _HTTPError(exc.status_code, message, _retry_after(exc.response.headers)) from None
+        except openai.APITimeoutError:
+            raise _Deadline() from None
+        if params.get("stream"):
+            return self._parse_stream(body)
+        return self._parse_reply(body, chat)
 
     def _call(self, request: Request) -> Completion:
         import openai
@@ -364,23 +480,30 @@ class OpenAIBackend:
         attempt = 0
         while True:
             attempt += 1
+            wait = None
             try:
                 text, finish = self._once(request)
                 if self.settings.stop:
                     text = cut_at_stop(text, self.settings.stop)
                 return Completion(text, finish_reason=finish, attempts=attempt)
-            except (MalformedReply, _StreamBroken, openai.APIResponseValidationError, ValueError) as exc:
-                # The client retried transport errors already; these it could not see, so they are retried here.
-                if attempt > self.max_retries:
-                    what = "broken stream" if isinstance(exc, _StreamBroken) else "malformed reply"
-                    return Completion(
-                        None, error=self._redact(f"{what} after {attempt} attempts: {exc}"), attempts=attempt
-                    )
-                time.sleep(min(8.0, 0.5 * 2 ** (attempt - 1)) * (0.75 + 0.5 * random.random()))
-            except openai.APIError as exc:
-                status = getattr(exc, "status_code", None)
-                what = f"HTTP {status}" if status else type(exc).__name__
-                return Completion(None, error=self._redact(f"{what}: {exc}"), attempts=attempt)
+            except _HTTPError as exc:
+                error = f"HTTP {exc.status}: {exc}"
+                if exc.status not in RETRY_STATUSES:
+                    return Completion(None, error=self._redact(error), attempts=attempt)
+                wait = exc.retry_after
+            except _Deadline:
+                error = f"timed out: no complete reply within --timeout {self.timeout:g}s"
+            except (MalformedReply, _StreamBroken) as exc:
+                error = f"{'broken stream' if isinstance(exc, _StreamBroken) else 'malformed reply'}: {exc}"
+            except openai.APIConnectionError as exc:
+                error = f"connection failed: {exc}"
+            if attempt > self.max_retries:
+                return Completion(
+                    None, error=self._redact(f"{error} (after {attempt} attempts)"), attempts=attempt
+                )
+            if wait is None:
+                wait = min(8.0, 0.5 * 2 ** (attempt - 1)) * (0.75 + 0.5 * random.random())
+            time.sleep(wait)
 
     def _redact(self, text: str) -> str:
         for secret in self._secrets:

@@ -217,17 +217,19 @@ def load_gsm8k(
 
     ``source`` is a folder holding ``{split}.jsonl`` (as in the openai/grade-school-math repository), a
     ``.jsonl`` file, or None for the hub dataset ``openai/gsm8k`` (config ``main``). Ids are stable:
-    ``gsm8k-<split>-<index>``. The gold number is kept in ``extra["gold"]``.
+    ``gsm8k-<split>-<index>``. The gold number is kept in ``extra["gold"]``. Rows without a question or a gold
+    answer ending in ``#### N`` are all reported at once, with file, line (1-based) and field.
     """
-    from .records import iter_rows
+    from .records import Problem, RecordError, Row, iter_rows
 
-    rows: list[dict]
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit must be at least 1, got {limit}")
     if source is None:
         import datasets
 
         ds = datasets.load_dataset(HUB_ID, "main", split=split)
-        rows = [dict(r) for r in ds]
         label = f"{HUB_ID}[{split}]"
+        rows = (Row(label, f"row {i + 1}", dict(r)) for i, r in enumerate(ds))
     else:
         path = Path(source)
         if path.is_dir():
@@ -236,17 +238,45 @@ def load_gsm8k(
             raise FileNotFoundError(
                 f"{path}: no such file (expected GSM8K JSONL with 'question' and 'answer')"
             )
-        rows = []
-        for row in iter_rows(path):
-            if not hasattr(row, "data"):
-                raise ValueError(str(row))
-            rows.append(row.data)
-        label = str(path)
-    out = []
-    for i, row in enumerate(rows[:limit] if limit else rows):
+        rows = iter_rows(path)
+    out: list[Question] = []
+    problems: list[Problem] = []
+    for i, row in enumerate(rows):
+        if limit is not None and i >= limit:
+            break
+        if isinstance(row, Problem):
+            problems.append(row)
+            continue
+        data = row.data
+        if not isinstance(data, dict):
+            problems.append(
+                Problem(row.source, row.location, None, f"expected a JSON object, got {type(data).__name__}")
+            )
+            continue
+        question, answer = data.get("question"), data.get("answer")
+        bad = False
+        if not isinstance(question, str) or not question.strip():
+            what = (
+                "missing"
+                if question is None
+                else f"must be a non-empty string, got {type(question).__name__}"
+            )
+            problems.append(Problem(row.source, row.location, "question", what))
+            bad = True
         try:
-            gold = gold_answer(row["answer"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{label}: row {i}: field 'answer': {exc}") from None
-        out.append(Question(question_id(split, i), row["question"], row["answer"], None, {"gold": gold}))
+            gold = gold_answer(answer) if isinstance(answer, str) else None
+        except ValueError as exc:
+            problems.append(Problem(row.source, row.location, "answer", str(exc)))
+            continue
+        if gold is None:
+            what = "missing" if answer is None else f"must be a string, got {type(answer).__name__}"
+            problems.append(Problem(row.source, row.location, "answer", what))
+            continue
+        if not bad:
+            out.append(Question(question_id(split, i), question, answer, None, {"gold": gold}))
+    if problems:
+        raise RecordError(
+            problems,
+            hint="Fix these GSM8K rows: each needs a 'question' and an 'answer' ending in '#### <number>'.",
+        )
     return out

@@ -24,10 +24,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from . import resource_path
 from .arithmetic import judge_response
+from .files import check_output_file, read_yaml
 from .generation import BackendOptions, Request, SamplingSettings, describe_backend, make_backend
 from .jsonl import AppendLog
 from .prompts import TemplateSet, chat_messages, fill
@@ -62,8 +61,7 @@ class JudgePrompt:
                 raise FileNotFoundError(
                     f"judge prompt '{spec}': neither a built-in ({', '.join(BUILTIN_JUDGE_PROMPTS)}) nor a file"
                 )
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
+        data = read_yaml(path, "judge prompt")
         if not isinstance(data, Mapping):
             raise ValueError(f"{path}: a judge prompt is a YAML mapping with 'system' and 'user'")
         missing = [k for k in ("system", "user") if not isinstance(data.get(k), str)]
@@ -76,6 +74,13 @@ class JudgePrompt:
         if not _words(marker):
             raise ValueError(f"{path}: correct_marker must contain words")
         return cls(data["system"], data["user"], marker, str(data.get("name", path.stem)))
+
+    def fingerprint(self) -> str:
+        """A short hash of the wording (a rerun with an edited prompt file is not mixed with earlier judgments)."""
+        import hashlib
+
+        text = f"{self.system}\x00{self.user}\x00{self.correct_marker}"
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
     def messages(self, record: Record, default_system: str = "") -> list[dict[str, str]]:
         values = {
@@ -108,6 +113,11 @@ class Verdict:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
+# The arithmetic judge reads a response line by line; beyond this size it refuses (a per-record judge error)
+# rather than spend minutes and gigabytes on text no model answer is.
+MAX_JUDGED_CHARS = 100_000
+
+
 class ArithmeticJudge:
     """The offline judge: checks calculations and the final answer (``nlft.arithmetic``)."""
 
@@ -115,10 +125,19 @@ class ArithmeticJudge:
         self.rule = rule
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": "arithmetic"}
+        return {"backend": "arithmetic", "rule": self.rule}
 
     def judge(self, records: Iterable[Record]) -> Iterator[tuple[Record, Verdict]]:
         for record in records:
+            if len(record.response) > MAX_JUDGED_CHARS:
+                yield (
+                    record,
+                    Verdict(
+                        error=f"cannot judge: the response is {len(record.response):,} characters long, more than "
+                        f"the arithmetic judge reads ({MAX_JUDGED_CHARS:,})"
+                    ),
+                )
+                continue
             try:
                 found = judge_response(
                     record.response, record.reference or "", question=record.question, rule=self.rule
@@ -146,7 +165,13 @@ class ModelJudge:
         self._describe = describe or describe_backend(backend)
 
     def describe(self) -> dict[str, Any]:
-        return {**self._describe, "prompt": self.prompt.name}
+        settings = getattr(self.backend, "settings", None)
+        return {
+            **self._describe,
+            "prompt": self.prompt.name,
+            "prompt_wording": self.prompt.fingerprint(),
+            "max_new_tokens": getattr(settings, "max_new_tokens", None),
+        }
 
     def judge(self, records: Iterable[Record]) -> Iterator[tuple[Record, Verdict]]:
         by_key = {}
@@ -250,8 +275,52 @@ def judged_row(record: Record, verdict: Verdict, stamp: dict[str, Any]) -> dict:
     return row
 
 
-def judge_records(
+def run_judge(
     source: str | os.PathLike,
+    out: str | os.PathLike,
+    options: JudgeOptions,
+    *,
+    templates: str | Path | TemplateSet | None = "math",
+    skip_invalid: bool = False,
+    progress: bool = True,
+) -> JudgeSummary:
+    """``nlft judge``: the output path, the records and a results file of other settings are checked before a
+    judge model loads."""
+    out = check_output_file(out, inputs=(source,))
+    records = load_records(source, skip_invalid=skip_invalid)
+    if not records:
+        raise ValueError(f"{source}: no records to judge")
+    ids = {r.id for r in records if needs_judgment(r)}
+    existing = AppendLog.peek(out)
+    first = next(
+        (
+            row["judge"]
+            for row in existing.values()
+            if row["id"] in ids and isinstance(row.get("judge"), dict)
+        ),
+        None,
+    )
+    check_same_settings(first, judge_stamp(options), out, "judgments")
+    return judge_records(records, out, load_judge(options, templates), progress=progress)
+
+
+def judge_stamp(options: JudgeOptions) -> dict[str, Any]:
+    """What a judgment depends on (the judge's ``describe``), worked out without loading a judge model."""
+    if options.backend == "arithmetic":
+        return ArithmeticJudge(options.rule).describe()
+    if options.model is None:
+        raise ValueError(f"the {options.backend} judge needs a model (--judge-model / --model)")
+    prompt = JudgePrompt.load(options.prompt)
+    return {
+        **replace(options.model, backend=options.backend).describe(),
+        "prompt": prompt.name,
+        "prompt_wording": prompt.fingerprint(),
+        "max_new_tokens": options.max_new_tokens,
+    }
+
+
+def judge_records(
+    source,
     out: str | os.PathLike,
     judge,
     *,
@@ -261,10 +330,10 @@ def judge_records(
     """Judge every wrong, unjudged record of ``source`` with ``judge`` and write all records to ``out``.
 
     ``out`` is an append-only results file: rerunning skips records already there, except those whose judging
-    failed, which are dropped and judged again.
+    failed, which are dropped and judged again. ``source`` is a records file or already loaded records.
     """
-    records = load_records(source, skip_invalid=skip_invalid)
-    out = Path(out)
+    records = source if isinstance(source, list) else load_records(source, skip_invalid=skip_invalid)
+    out = check_output_file(out, inputs=(source,) if not isinstance(source, list) else ())
     stamp = judge.describe()
     with AppendLog(out) as log:
         failed_before = [row["id"] for row in log.rows() if row.get("judge_error")]

@@ -1,17 +1,68 @@
-"""Loading models and tokenizers: hub ids or local folders, with an optional LoRA adapter.
+"""Loading models and tokenizers: hub ids, local folders and the embedded models, with an optional LoRA adapter.
 
-``trust_remote_code`` is off unless the caller turns it on. Model ids that are hub ids work for users; the
-tests use local folders only.
+``nlft:mini`` (the small pretrained math model, ``nlft.mini``) and ``nlft:tiny`` (a tiny random-weight Llama) are
+accepted wherever a model is. A name that looks like a path — it exists, starts with ``/``, ``.`` or ``~``, has
+more than one ``/``, or is not a valid hub id — is a local folder, and a missing one is said at once ("no such
+model folder") instead of being looked up on the hub. ``trust_remote_code`` is off unless the caller turns it
+on. Hub ids work for users; the tests use local folders only.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 from .runs import Checkpoint, resolve_checkpoint
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+TINY_MODEL = "nlft:tiny"  # the embedded tiny random-weight Llama (seed 0 here; nlft train builds one per run)
+MINI_MODEL = "nlft:mini"  # the small pretrained math model shipped in the package
+BUILTIN_MODELS = (TINY_MODEL, MINI_MODEL)
+_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*(/[A-Za-z0-9][A-Za-z0-9_.\-]*)?")
+
+
+def looks_local(spec: str) -> bool:
+    """Whether ``spec`` names a local path rather than a hub id (see the module docstring)."""
+    if spec.startswith(("/", ".", "~")) or spec.count("/") > 1 or "\\" in spec:
+        return True
+    return not _HUB_ID.fullmatch(spec) or "--" in spec or ".." in spec or len(spec) > 96
+
+
+def model_source(spec: str | Path, what: str = "model") -> str:
+    """What ``from_pretrained`` is given for ``spec``: the folder of a built-in model or a local folder (checked
+    to exist), or a hub id. ``nlft:tiny`` is built in memory by ``load_model`` instead."""
+    spec = str(spec)
+    if spec == MINI_MODEL:
+        from .mini import MINI_DIR
+
+        if not (MINI_DIR / "config.json").is_file():
+            raise FileNotFoundError(
+                f"{MINI_MODEL}: its weights are not in this installation ({MINI_DIR}); "
+                "make them with python scripts/pretrain_mini.py"
+            )
+        return str(MINI_DIR)
+    path = Path(spec).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise NotADirectoryError(
+                f"{spec}: is a file; a {what} is a folder (with config.json) or a hub id"
+            )
+        return str(path)
+    if looks_local(spec):
+        raise FileNotFoundError(f"{spec}: no such {what} folder")
+    return spec
+
+
+def from_pretrained(cls, spec: str, what: str = "model", **kwargs):
+    """``cls.from_pretrained`` with one clear error for a folder or hub id that does not hold a loadable model."""
+    source = model_source(spec, what)
+    try:
+        return cls.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as exc:
+        detail = " ".join(str(exc).split())[:300]
+        where = "the folder" if Path(source).exists() else "the hub (or its offline cache)"
+        raise ValueError(f"{spec}: cannot load the {what} from {where}: {detail}") from None
 
 
 def torch_dtype(name: str | None):
@@ -38,7 +89,13 @@ def default_device() -> str:
 def load_tokenizer(name_or_path: str | Path, *, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code)
+    if str(name_or_path) == TINY_MODEL:
+        from .tiny import load_tokenizer as tiny_tokenizer
+
+        return tiny_tokenizer()
+    tokenizer = from_pretrained(
+        AutoTokenizer, str(name_or_path), "tokenizer", trust_remote_code=trust_remote_code
+    )
     if tokenizer.pad_token is None:
         # Padding is masked out everywhere; reusing EOS as pad is safe and what most Llama recipes do.
         tokenizer.pad_token = tokenizer.eos_token
@@ -58,8 +115,13 @@ def load_model(
     from transformers import AutoModelForCausalLM
 
     weights: Checkpoint = resolve_checkpoint(str(model), str(adapter) if adapter else None)
-    kwargs: dict[str, Any] = dict(dtype=torch_dtype(dtype), trust_remote_code=trust_remote_code)
-    net = AutoModelForCausalLM.from_pretrained(weights.base_model, **kwargs)
+    if weights.base_model == TINY_MODEL:
+        from .tiny import build_tiny_model
+
+        net = build_tiny_model(seed=0)
+    else:
+        kwargs: dict[str, Any] = dict(dtype=torch_dtype(dtype), trust_remote_code=trust_remote_code)
+        net = from_pretrained(AutoModelForCausalLM, weights.base_model, **kwargs)
     tok_source = (
         weights.adapter
         if weights.adapter and (weights.adapter / "tokenizer_config.json").exists()
@@ -67,12 +129,30 @@ def load_model(
     )
     tokenizer = load_tokenizer(tok_source, trust_remote_code=trust_remote_code)
     if weights.adapter is not None:
-        from peft import PeftModel
-
-        net = PeftModel.from_pretrained(net, str(weights.adapter))
+        net = load_adapter(net, weights.adapter)
     net.to(device or default_device())
     net.eval()
     return net, tokenizer, weights
+
+
+def load_adapter(net, adapter: Path):
+    """``net`` with the LoRA adapter of the folder ``adapter``; a damaged or foreign folder is named."""
+    from peft import PeftModel
+
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        if not (adapter / name).is_file() and not (
+            name.endswith("safetensors") and (adapter / "adapter_model.bin").is_file()
+        ):
+            raise FileNotFoundError(
+                f"{adapter}: no {name}; not a LoRA adapter folder (or training did not finish)"
+            )
+    try:
+        return PeftModel.from_pretrained(net, str(adapter))
+    except Exception as exc:  # safetensors, json and shape errors all mean the same to the user
+        detail = " ".join(str(exc).split())[:300]
+        raise ValueError(
+            f"{adapter}: cannot load the LoRA adapter ({type(exc).__name__}: {detail})"
+        ) from None
 
 
 def free_accelerator_memory() -> None:

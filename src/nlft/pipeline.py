@@ -64,8 +64,31 @@ def make_dataset(
 ) -> MakeResult:
     """Sample with ``sampler`` and ``settings``, judge with ``judge``, build ``size`` records at ``ratio``.
 
-    The judge is loaded only once sampling is done, so a local sampling model is freed first."""
+    The judge is loaded only once sampling is done, so a local sampling model is freed first. What can be
+    refused (the size and mix, results files of other settings, an empty question set) is refused before any
+    model loads."""
+    from .builder import parse_ratio
+    from .jsonl import AppendLog
+    from .judging import judge_stamp
+    from .prompts import TemplateSet
+    from .sampling import check_same_settings, sample_stamp
+
+    if size < 1:
+        raise ValueError(f"--size must be at least 1, got {size}")
+    parse_ratio(ratio)
+    if not questions:
+        raise ValueError("no questions to sample")
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out}: is a file, not a folder")
+    template_set = TemplateSet.load(templates)
+    stamp = sample_stamp(sampler.describe(), settings, template_set, system, rule)
+    check_same_settings(
+        next(iter(AppendLog.peek(out / SAMPLES_FILE).values()), None), stamp, out / SAMPLES_FILE, "samples"
+    )
+    judged = AppendLog.peek(out / JUDGED_FILE)
+    first = next((r["judge"] for r in judged.values() if isinstance(r.get("judge"), dict)), None)
+    check_same_settings(first, judge_stamp(judge), out / JUDGED_FILE, "judgments")
     backend = make_backend(sampler, settings, templates)
     sampled = sample_questions(
         questions,

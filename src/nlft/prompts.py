@@ -22,6 +22,7 @@ from typing import Any, Literal
 import yaml
 
 from . import resource_path
+from .files import read_text, read_yaml
 from .records import Problem, Record, RecordError
 
 PROMPT_KINDS = ("base", "std", "judge")
@@ -102,8 +103,10 @@ class TemplateSet:
             raise FileNotFoundError(
                 f"template set '{spec}': neither a built-in ({', '.join(BUILTIN_TEMPLATE_SETS)}) nor a file"
             )
-        with open(path, encoding="utf-8") as fh:
-            return cls.from_dict(yaml.safe_load(fh), str(path))
+        data = read_yaml(path, "template set")
+        if not isinstance(data, Mapping):
+            raise ValueError(f"{path}: a template set is a YAML mapping with base, std and judge prompts")
+        return cls.from_dict(data, str(path))
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -130,6 +133,16 @@ class TemplateSet:
         pair: PromptPair = getattr(self, kind)
         return fill(pair.system, values), fill(pair.user, values)
 
+    def fingerprint(self, *kinds: str) -> str:
+        """A short hash of the wording of ``kinds`` (default: all) and the default system prompt: results made
+        with one wording are never resumed with another, even under the same set name."""
+        import hashlib
+
+        parts = [self.system, self.plain] + [
+            f"{getattr(self, k).system}\x00{getattr(self, k).user}" for k in (kinds or PROMPT_KINDS)
+        ]
+        return hashlib.sha256("\x01".join(parts).encode("utf-8")).hexdigest()[:16]
+
     def chat(self, kind: str, record: Record) -> list[dict[str, str]]:
         """Prompt ``kind`` for ``record`` as chat messages (what the chat template renders)."""
         return chat_messages(*self.messages(kind, record))
@@ -143,7 +156,7 @@ def load_chat_template(spec: str | None) -> str | None:
         return _resource_text("chat_templates", f"{spec}.jinja")
     path = Path(spec)
     if path.exists():
-        return path.read_text(encoding="utf-8")
+        return read_text(path, "chat template")
     raise FileNotFoundError(
         f"chat template '{spec}': neither a built-in ({', '.join(BUILTIN_CHAT_TEMPLATES)}) nor a file"
     )

@@ -1,7 +1,9 @@
 """The run folder: what ``nlft train`` writes and what ``eval``, ``saliency`` and ``studio`` read.
 
 RUN/
-  run.json              method, base model, data, template set, max_length, epochs written so far;
+  run.json              method, base model, data, template set, max_length, epochs written so far
+                        (local paths are stored absolute, or "./name" for what lies inside the run folder, so
+                        that a run is read the same from any directory);
                         `nlft eval` reads base_model, method, epochs and, when present, templates
                         (the prompt set) and chat_template (one named instead of the tokenizer's)
   config.yaml           the resolved training configuration (loadable by ``nlft train --config``)
@@ -17,7 +19,6 @@ RUN/
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,26 @@ class Checkpoint:
     epoch: float | None = None
 
 
+def stored_path(value: str, run_dir: Path) -> str:
+    """How run.json stores a model or data reference: hub ids and built-in names as they are, local paths
+    absolute, or relative to the run folder ("./name") when they lie inside it (the folder can then move)."""
+    path = Path(value).expanduser()
+    if not path.exists():
+        return value
+    path = path.resolve()
+    root = run_dir.resolve()
+    if path.is_relative_to(root):
+        return "./" + str(path.relative_to(root))
+    return str(path)
+
+
+def resolve_stored(value: str, run_dir: Path) -> str:
+    """The inverse of ``stored_path``: "./name" becomes a path inside the run folder."""
+    if value.startswith("./"):
+        return str(run_dir / value[2:])
+    return value
+
+
 @dataclass
 class Run:
     path: Path
@@ -50,7 +71,14 @@ class Run:
 
     @property
     def base_model(self) -> str:
-        return self.info["base_model"]
+        if not isinstance(self.info.get("base_model"), str):
+            raise ValueError(f"{self.path / RUN_FILE}: damaged run file: no 'base_model'")
+        return resolve_stored(self.info["base_model"], self.path)
+
+    @property
+    def data(self) -> str | None:
+        data = self.info.get("data")
+        return resolve_stored(data, self.path) if isinstance(data, str) else None
 
     @property
     def method(self) -> str:
@@ -96,21 +124,47 @@ def is_run(path: str | Path) -> bool:
 
 
 def load_run(path: str | Path) -> Run:
+    from .files import read_json
+
     path = Path(path)
     file = path / RUN_FILE
     if not file.is_file():
         raise FileNotFoundError(f"{path}: not a run folder (no {RUN_FILE}); train one with `nlft train`")
-    return Run(path, json.loads(file.read_text(encoding="utf-8")))
+    info = read_json(file, "run file")
+    if not isinstance(info, dict):
+        raise ValueError(f"{file}: damaged run file: not a JSON object")
+    return Run(path, info)
+
+
+def _owning_run(folder: Path) -> Run | None:
+    """The run an adapter folder belongs to (RUN/adapter, RUN/checkpoint-N, RUN/epochs/epoch-N), if any."""
+    if folder.name == ADAPTER_DIR or folder.name.startswith("checkpoint-"):
+        candidate = folder.parent
+    elif folder.parent.name == EPOCHS_DIR:
+        candidate = folder.parent.parent
+    else:
+        return None
+    return load_run(candidate) if is_run(candidate) else None
 
 
 def resolve_checkpoint(model: str, adapter: str | None = None) -> Checkpoint:
     """``model`` may be a hub id, a model folder, an adapter folder or a run folder."""
+    from .files import read_json
+
     path = Path(model)
     if adapter is not None:
         return Checkpoint(model, Path(adapter))
     if is_run(path):
         return load_run(path).final()
     if (path / "adapter_config.json").is_file():
-        cfg = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
-        return Checkpoint(cfg["base_model_name_or_path"], path)
+        run = _owning_run(path)
+        if run is not None:  # its adapter_config.json holds the base as the training cwd saw it
+            return Checkpoint(run.base_model, path)
+        cfg = read_json(path / "adapter_config.json", "adapter config")
+        base = cfg.get("base_model_name_or_path") if isinstance(cfg, dict) else None
+        if not isinstance(base, str) or not base:
+            raise ValueError(
+                f"{path / 'adapter_config.json'}: damaged adapter config: no 'base_model_name_or_path'"
+            )
+        return Checkpoint(base, path)
     return Checkpoint(model)

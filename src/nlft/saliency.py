@@ -69,8 +69,7 @@ def score_records(
 
 def run_settings(run_dir: str | Path) -> dict[str, Any]:
     """What a run trained with: run.json, then its resolved config.yaml (weighting fields included)."""
-    import yaml
-
+    from .files import read_yaml
     from .runs import load_run
 
     run = load_run(run_dir)
@@ -78,7 +77,8 @@ def run_settings(run_dir: str | Path) -> dict[str, Any]:
     settings.update(run.info.get("nlft") or {})
     config = Path(run_dir) / "config.yaml"
     if config.is_file():
-        settings.update(yaml.safe_load(config.read_text(encoding="utf-8")) or {})
+        settings.update(read_yaml(config, "run config") or {})
+    settings["data"] = run.data  # resolved: the run may be read from another directory
     return settings
 
 
@@ -120,11 +120,13 @@ def make_report(
     where p_std/p_judge came from (``cached`` ones came from the frozen base model: ``initial`` here) — unless
     given here. The weighting is then laid over with the ``weighting`` YAML and the ``overrides``.
     """
+    from .files import check_output_file
     from .jsonl import atomic_write_text
     from .visualisation import render_report
 
     if (model is None) == (snapshot is None):
         raise ValueError("give either a model (--model) or a training snapshot (--snapshot), not both")
+    check_output_file(out, inputs=(data,) if data else ())
     if limit is not None and limit < 1:
         raise ValueError(f"--limit must be at least 1, got {limit}")
     if snapshot is not None:
@@ -150,6 +152,8 @@ def make_report(
             reference_probs = "initial" if trained.get("reference_probs") in ("initial", "cached") else "live"
         net, tokenizer, weights = load_model(model, dtype=dtype, device=device)
         texts = load_records(resolve_records_spec(data), split=split or trained.get("data_split"))[:limit]
+        if not texts:
+            raise ValueError(f"{data}: holds no records to show")
         encoder = RecordEncoder(
             tokenizer,
             templates or trained.get("templates") or "math",

@@ -15,36 +15,46 @@ next run.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .generation import Completion, HFBackend, Request, SamplingSettings, describe_backend
-from .gsm8k import RULES, grade, load_gsm8k, question_gold
+from .generation import (
+    BackendOptions,
+    Completion,
+    HFBackend,
+    Request,
+    SamplingSettings,
+    describe_backend,
+    make_backend,
+)
+from .gsm8k import RULES, grade, question_gold
 from .jsonl import AppendLog, atomic_write_jsonl
 from .prompts import TemplateSet
 from .records import Problem, Question, Record, RecordError, load_questions
+
+logger = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------------------------------------------
 # Question sets and back-ends
 # --------------------------------------------------------------------------------------------------------------
 
 
-def is_gsm8k_source(source: str | os.PathLike, split: str) -> bool:
-    """``gsm8k`` (the hub dataset) or a folder holding ``<split>.jsonl`` as in openai/grade-school-math."""
-    path = Path(source)
-    return str(source) == "gsm8k" or (path.is_dir() and (path / f"{split}.jsonl").is_file())
-
-
 def load_question_set(
     source: str | os.PathLike, *, split: str = "test", limit: int | None = None, skip_invalid: bool = False
 ) -> list[Question]:
-    """Questions with gold answers: a GSM8K split (``gsm8k`` for the hub, or a folder with ``<split>.jsonl``;
-    ids ``gsm8k-<split>-<index>``) or any question file or dataset ``load_questions`` reads."""
-    if is_gsm8k_source(source, split):
-        return load_gsm8k(split, None if str(source) == "gsm8k" else source, limit=limit)
+    """Questions with gold answers: a task's split (``gsm8k`` for the hub dataset, a folder with
+    ``<split>.jsonl``, ``mini-math``; see ``nlft.tasks``) or any question file or dataset ``load_questions`` reads."""
+    from .tasks import get_task
+
+    task = get_task(source)
+    if task is not None:
+        task.check_split(split)
+        return task.load(split, limit=limit)
     questions = list(
         load_questions(source, split=split if not Path(source).is_file() else None, skip_invalid=skip_invalid)
     )
@@ -100,6 +110,18 @@ def failed_path_for(out: Path) -> Path:
     return out.with_name(out.name.removesuffix(".jsonl") + ".failed.jsonl")
 
 
+def is_failures_file(path: Path) -> bool:
+    """Whether ``path`` is a failures list this command wrote (rows with ``id`` and ``error``), not a link or a
+    file of the user's that happens to have the name."""
+    if path.is_symlink() or not path.is_file():
+        return False
+    try:
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return all(isinstance(r, dict) and {"id", "error"} <= set(r) for r in rows)
+
+
 def progress_bar(total: int, initial: int, desc: str, unit: str, enabled: bool):
     from tqdm.auto import tqdm
 
@@ -128,6 +150,77 @@ def check_same_settings(
             f"{out} holds {what} made with other settings ({diff}); rerun with the same settings to resume, "
             "or choose another --out"
         )
+
+
+def sample_stamp(
+    provenance: dict[str, Any],
+    settings: SamplingSettings,
+    templates: TemplateSet,
+    system: str | None,
+    rule: str,
+) -> dict[str, Any]:
+    """Everything a sample depends on, stored on every row: a rerun with any of it changed is refused rather than
+    mixed in (the back-end and model, the decoding, the prompt's wording and system prompt, the grading rule)."""
+    return {
+        **provenance,
+        "sampling": {
+            "temperature": settings.temperature,
+            "top_p": settings.top_p,
+            "max_new_tokens": settings.max_new_tokens,
+            "seed": settings.seed,
+        },
+        "templates": templates.name,
+        "prompt": {"wording": templates.fingerprint("base"), "system_override": system},
+        "rule": rule,
+    }
+
+
+def run_sample(
+    source: str,
+    out: str | os.PathLike,
+    *,
+    backend: BackendOptions,
+    settings: SamplingSettings,
+    split: str = "train",
+    limit: int | None = None,
+    skip_invalid: bool = False,
+    samples: int = 1,
+    templates: str | Path | None = "math",
+    system: str | None = None,
+    rule: str = "authors",
+    progress: bool = True,
+) -> SampleSummary:
+    """``nlft sample``: everything that can be refused is refused before the model loads — the output path (a
+    folder, a link, the input itself), the options, an empty question set, a results file of other settings."""
+    from .files import check_output_file
+
+    out = check_output_file(out, inputs=(source,))
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit must be at least 1, got {limit}")
+    if samples < 1:
+        raise ValueError(f"--samples must be at least 1, got {samples}")
+    if rule not in RULES:
+        raise ValueError(f"unknown extraction rule '{rule}' (choose from {', '.join(RULES)})")
+    questions = load_question_set(source, split=split, limit=limit, skip_invalid=skip_invalid)
+    if not questions:
+        raise ValueError(f"{source}: no questions (split {split})")
+    check_gradable(questions, str(source))
+    template_set = TemplateSet.load(templates)
+    stamp = sample_stamp(backend.describe(), settings, template_set, system, rule)
+    existing = AppendLog.peek(out)
+    check_same_settings(next(iter(existing.values()), None), stamp, out, "samples")
+    model = make_backend(backend, settings, template_set)
+    return sample_questions(
+        questions,
+        out,
+        model,
+        samples=samples,
+        templates=template_set,
+        system=system,
+        rule=rule,
+        provenance=backend.describe(),
+        progress=progress,
+    )
 
 
 def sample_questions(
@@ -160,17 +253,7 @@ def sample_questions(
     out = Path(out)
     check_gradable(questions, "questions")
 
-    sampling = {
-        "temperature": settings.temperature,
-        "top_p": settings.top_p,
-        "max_new_tokens": settings.max_new_tokens,
-        "seed": settings.seed,
-    }
-    stamp = {
-        **(provenance or describe_backend(backend)),
-        "sampling": sampling,
-        "templates": template_set.name,
-    }
+    stamp = sample_stamp(provenance or describe_backend(backend), settings, template_set, system, rule)
 
     requests: list[Request] = []
     by_key: dict[str, tuple[Question, int, str]] = {}
@@ -209,15 +292,36 @@ def sample_questions(
         bar.close()
         rows = [row for row in log.rows() if row["id"] in by_key]
         new = counts["correct"] + counts["wrong"]
+    if samples > 1 and not settings.greedy:
+        _warn_identical_samples(rows)
     fpath = failed_path_for(out)
     if failures:
         atomic_write_jsonl(fpath, failures)
-    elif fpath.exists():
+    elif is_failures_file(fpath):
         fpath.unlink()  # an earlier run's failures have all been redone
     n_correct = sum(1 for row in rows if row["correct"])
     return SampleSummary(
         out, len(questions), len(requests), earlier, new, n_correct, len(rows) - n_correct, failures, fpath
     )
+
+
+def _warn_identical_samples(rows: list[dict]) -> None:
+    """Several samples of a question at temperature > 0 that are all the same text mean the back-end decoded
+    greedily (``transformers serve`` ignores the temperature unless ``do_sample`` is sent)."""
+    by_question: dict[str, set[str]] = {}
+    counts: dict[str, int] = {}
+    for row in rows:
+        qid = str(row.get("question_id"))
+        by_question.setdefault(qid, set()).add(row["response"])
+        counts[qid] = counts.get(qid, 0) + 1
+    same = [q for q, texts in by_question.items() if counts[q] > 1 and len(texts) == 1]
+    if same and len(same) == len([q for q in counts if counts[q] > 1]):
+        logger.warning(
+            "every question's samples are identical although the temperature is above 0: the server probably "
+            "decoded greedily (transformers serve needs --extra-body '{\"do_sample\": true}')"
+        )
+    elif same:
+        logger.warning("%d of %d questions got identical samples", len(same), len(counts))
 
 
 def _generate(

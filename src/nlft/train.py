@@ -17,6 +17,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,14 +28,14 @@ import yaml
 from .config import DataConfig, ModelConfig, NLFTConfig
 from .jsonl import atomic_write_json, atomic_write_text
 from .methods import Method, TrainingJob, get_method
+from .modeling import MINI_MODEL, TINY_MODEL
 from .prompts import EncodeResult, RecordEncoder
 from .records import RecordError, RecordList, load_records, resolve_records_spec
-from .runs import ADAPTER_DIR, LOGS_DIR, MODEL_DIR, RUN_FILE
+from .runs import ADAPTER_DIR, LOGS_DIR, MODEL_DIR, RUN_FILE, stored_path
 from .tiny import save_tiny_model
 
 logger = logging.getLogger(__name__)
 
-TINY_MODEL = "nlft:tiny"  # the embedded tiny random-weight Llama, built into the run folder
 CONFIG_FILE = "config.yaml"
 
 
@@ -57,13 +58,21 @@ class TrainResult:
 
 def check_request(data: DataConfig, model_cfg: ModelConfig, train_cfg: NLFTConfig) -> Method:
     """The method, once the request is known to be sound; bad input is refused before anything is written."""
+    from .config import validate_training_config
+    from .modeling import BUILTIN_MODELS, model_source
+
     method = get_method(data.method)
+    validate_training_config(data, model_cfg, train_cfg)
     if not model_cfg.model_name_or_path:
         raise ValueError(
-            "no model: pass --model_name_or_path (a hub id or folder), or nlft:tiny for the embedded tiny model"
+            "no model: pass --model_name_or_path (a hub id or folder), or nlft:mini / nlft:tiny for an embedded one"
         )
+    if model_cfg.model_name_or_path not in BUILTIN_MODELS or model_cfg.model_name_or_path == MINI_MODEL:
+        model_source(
+            model_cfg.model_name_or_path
+        )  # a missing local folder is said now, not after a hub lookup
     source = resolve_records_spec(data.data)
-    if source.endswith((".json", ".jsonl")) and not Path(source).is_file():
+    if Path(source).suffix and not Path(source).exists():
         raise FileNotFoundError(f"--data {data.data}: no such file")
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched > 1 and train_cfg.world_size != launched:
@@ -90,25 +99,90 @@ def _check_quantization(model_cfg: ModelConfig) -> None:
         raise ValueError("load_in_4bit / load_in_8bit need bitsandbytes: pip install 'nlft[quantization]'")
 
 
-def _resume_target(train_cfg: NLFTConfig, run_dir: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+def _checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    out = []
+    for d in run_dir.glob("checkpoint-*") if run_dir.is_dir() else []:
+        m = re.fullmatch(r"checkpoint-(\d+)", d.name)
+        if m and d.is_dir():
+            out.append((int(m.group(1)), d))
+    return sorted(out)
 
+
+def checkpoint_complete(folder: Path) -> bool:
+    """Whether a checkpoint was saved to the end: ``trainer_state.json`` is written last, so it must be there,
+    whole, and of this step."""
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    state = folder / "trainer_state.json"
+    try:
+        step = json.loads(state.read_text(encoding="utf-8")).get("global_step")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return False
+    return folder.name == f"{PREFIX_CHECKPOINT_DIR}-{step}"
+
+
+def last_complete_checkpoint(run_dir: Path) -> Path | None:
+    """The newest checkpoint saved to the end; newer ones a kill cut short are passed over, and said so."""
+    for _, folder in reversed(_checkpoints(run_dir)):
+        if checkpoint_complete(folder):
+            return folder
+        logger.warning("skipping %s: its save was cut short (no complete trainer_state.json)", folder)
+    return None
+
+
+# What nlft train puts in a run folder: all that --overwrite_output_dir may remove.
+RUN_ENTRIES = (RUN_FILE, CONFIG_FILE, ADAPTER_DIR, MODEL_DIR, "epochs", LOGS_DIR, "saliency", "eval",
+               "reference_probs.pt", "base-model", "studio-weighting.yaml")  # fmt: skip
+
+
+def _resume_target(train_cfg: NLFTConfig, run_dir: Path) -> str | None:
     wanted = train_cfg.resume_from_checkpoint
     if wanted in (None, "", False):
-        if (run_dir / RUN_FILE).exists() and get_last_checkpoint(str(run_dir)):
+        if (run_dir / RUN_FILE).exists() and not train_cfg.overwrite_output_dir:
+            kind = "with checkpoints" if _checkpoints(run_dir) else "(no checkpoints to resume from)"
+            how = "continue it with --resume_from_checkpoint last, " if _checkpoints(run_dir) else ""
             raise ValueError(
-                f"{run_dir} already holds a run with checkpoints: continue it with --resume_from_checkpoint last, "
+                f"{run_dir} already holds a run {kind}: {how}replace it with --overwrite_output_dir true, "
                 "or choose another --output_dir"
+            )
+        is_run = (run_dir / RUN_FILE).exists()
+        if run_dir.is_dir() and not is_run and any(run_dir.iterdir()) and not train_cfg.overwrite_output_dir:
+            raise ValueError(
+                f"{run_dir} is not empty and holds no run: choose a new or empty --output_dir "
+                "(or --overwrite_output_dir true to write into it anyway)"
             )
         return None
     if str(wanted).lower() in ("last", "true"):
-        last = get_last_checkpoint(str(run_dir)) if run_dir.is_dir() else None
+        last = last_complete_checkpoint(run_dir)
         if last is None:
-            raise ValueError(f"--resume_from_checkpoint {wanted}: no checkpoint-N folder in {run_dir}")
-        return last
+            raise ValueError(
+                f"--resume_from_checkpoint {wanted}: no complete checkpoint-N folder in {run_dir}"
+            )
+        return str(last)
     if not Path(wanted).is_dir():
         raise FileNotFoundError(f"--resume_from_checkpoint {wanted}: no such checkpoint folder")
+    if not checkpoint_complete(Path(wanted)):
+        raise ValueError(
+            f"--resume_from_checkpoint {wanted}: an incomplete checkpoint (its save was cut short)"
+        )
     return str(wanted)
+
+
+def clear_run(run_dir: Path) -> list[str]:
+    """Remove what an earlier ``nlft train`` wrote in ``run_dir`` (``--overwrite_output_dir``); nothing else."""
+    import shutil
+
+    removed = []
+    for entry in [*RUN_ENTRIES, *(d.name for _, d in _checkpoints(run_dir))]:
+        target = run_dir / entry
+        if target.is_symlink() or target.is_file():
+            target.unlink()
+        elif target.is_dir():
+            shutil.rmtree(target)
+        else:
+            continue
+        removed.append(entry)
+    return removed
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -116,19 +190,30 @@ def _resume_target(train_cfg: NLFTConfig, run_dir: Path) -> str | None:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def load_training_model(model_cfg: ModelConfig, train_cfg: NLFTConfig, run_dir: Path):
-    """(model with LoRA attached unless full fine-tuning, tokenizer, base model name)."""
+def load_training_tokenizer(model_cfg: ModelConfig):
+    """The tokenizer of the model to train (loaded before the model, so that bad records are refused first)."""
+    from .modeling import load_tokenizer
+
+    return load_tokenizer(model_cfg.model_name_or_path, trust_remote_code=model_cfg.trust_remote_code)
+
+
+def load_training_model(model_cfg: ModelConfig, train_cfg: NLFTConfig, run_dir: Path, tokenizer=None):
+    """(model with LoRA attached unless full fine-tuning, tokenizer, base model name).
+
+    ``nlft:tiny`` is built into ``RUN/base-model`` (seeded by the run's seed); ``nlft:mini`` and other models
+    load from where they are, and the run records them by name."""
     from peft import get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, enable_full_determinism, set_seed
     from trl import get_peft_config, get_quantization_config
 
-    from .modeling import load_tokenizer, torch_dtype
+    from .modeling import from_pretrained, torch_dtype
     from .trainer import check_reference_probs
 
     # Seed before the LoRA matrices are drawn: the Trainer seeds only later, and a run must follow from its seed.
     (enable_full_determinism if train_cfg.full_determinism else set_seed)(train_cfg.seed)
 
     name = model_cfg.model_name_or_path
+    base_name = name
     if name == TINY_MODEL:
         target = run_dir / "base-model"
         with train_cfg.main_process_first(desc="building the tiny model"):
@@ -137,7 +222,7 @@ def load_training_model(model_cfg: ModelConfig, train_cfg: NLFTConfig, run_dir: 
                 partial = run_dir / f".base-model.{os.getpid()}"
                 save_tiny_model(partial, seed=train_cfg.seed)
                 os.replace(partial, target)
-        name = str(target)
+        name = base_name = str(target)
     kwargs: dict[str, Any] = dict(
         dtype=torch_dtype(model_cfg.dtype),
         trust_remote_code=model_cfg.trust_remote_code,
@@ -150,8 +235,11 @@ def load_training_model(model_cfg: ModelConfig, train_cfg: NLFTConfig, run_dir: 
         from accelerate import PartialState
 
         kwargs.update(quantization_config=quant, device_map={"": PartialState().local_process_index})
-    model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
-    tokenizer = load_tokenizer(name, trust_remote_code=model_cfg.trust_remote_code)
+    model = from_pretrained(AutoModelForCausalLM, name, **kwargs)
+    if tokenizer is None:
+        from .modeling import load_tokenizer
+
+        tokenizer = load_tokenizer(name, trust_remote_code=model_cfg.trust_remote_code)
     if quant is not None:
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=bool(train_cfg.gradient_checkpointing)
@@ -162,7 +250,7 @@ def load_training_model(model_cfg: ModelConfig, train_cfg: NLFTConfig, run_dir: 
     check_reference_probs(train_cfg.reference_probs, model)
     if train_cfg.gradient_checkpointing and train_cfg.gradient_checkpointing_kwargs is None:
         train_cfg.gradient_checkpointing_kwargs = {"use_reentrant": False}
-    return model, tokenizer, name
+    return model, tokenizer, base_name
 
 
 def prepare_records(data: DataConfig, tokenizer) -> tuple[EncodeResult, RecordList, list[str]]:
@@ -240,13 +328,18 @@ def write_config(run_dir: Path, *parts, data: DataConfig, model: ModelConfig, tr
     merged.update(
         {
             "method": data.method,
-            "data": data.data,
-            "model_name_or_path": model.model_name_or_path,
-            "output_dir": train.output_dir,
+            # Absolute where local, so that `nlft train --config RUN/config.yaml` works from any directory.
+            "data": _absolute(data.data),
+            "model_name_or_path": _absolute(model.model_name_or_path),
+            "output_dir": str(Path(train.output_dir).resolve()),
         }
     )
     merged.pop("resume_from_checkpoint", None)  # how this process started, not what the run is
     atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump(merged, sort_keys=False))
+
+
+def _absolute(value: str | None) -> str | None:
+    return str(Path(value).resolve()) if value and Path(value).exists() else value
 
 
 def update_run_info(run_dir: Path, **changes: Any) -> None:
@@ -272,8 +365,10 @@ def record_start(job: TrainingJob, method: Method, skipped: list[str]) -> None:
     update_run_info(
         job.run_dir,
         method=job.data.method,
-        base_model=job.base_name,
-        data=job.data.data,
+        base_model=stored_path(job.base_name, job.run_dir),
+        data=stored_path(resolve_records_spec(job.data.data), job.run_dir)
+        if job.data.data != "nlft:sample"
+        else job.data.data,
         templates=job.data.templates,
         chat_template=job.data.chat_template,
         max_length=job.data.max_length,
@@ -334,17 +429,30 @@ def train(
     ``callbacks`` are added to the run's own; those that are ``trainer.TrainerAware`` are bound to the trainer.
     ``method_settings`` is the method's own settings object (its ``settings_class``), if it has one.
     """
-    from .trainer import TrainerAware
+    from .trainer import TrainerAware, save_atomically
 
     method = check_request(data, model_cfg, train_cfg)
     run_dir = Path(train_cfg.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise NotADirectoryError(f"--output_dir {run_dir}: is a file")
     resume = _resume_target(train_cfg, run_dir)
-    os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / LOGS_DIR)
     started = time.time()
-
-    model, tokenizer, base_name = load_training_model(model_cfg, train_cfg, run_dir)
+    # Records are read and encoded before anything is written: bad ones leave no run folder behind.
+    tokenizer = load_training_tokenizer(model_cfg)
     encoded, texts, skipped = prepare_records(data, tokenizer)
+    replacing = resume is None and train_cfg.overwrite_output_dir and (run_dir / RUN_FILE).exists()
+    with train_cfg.main_process_first(desc="replacing the earlier run"):
+        if replacing and train_cfg.process_index == 0:
+            logger.warning("replacing the run in %s: %s", run_dir, ", ".join(clear_run(run_dir)))
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / LOGS_DIR)
+    try:
+        model, tokenizer, base_name = load_training_model(model_cfg, train_cfg, run_dir, tokenizer)
+    except BaseException:
+        if created and run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()  # a folder this run made and left empty
+        raise
     by_id = {t.id: t for t in texts}
     job = TrainingJob(
         data=data,
@@ -376,7 +484,7 @@ def train(
         if isinstance(cb, TrainerAware):
             cb.bind(trainer)
     output = trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model(str(run_dir / (ADAPTER_DIR if model_cfg.use_peft else MODEL_DIR)))
+    save_atomically(trainer, run_dir / (ADAPTER_DIR if model_cfg.use_peft else MODEL_DIR))
     seconds = time.time() - started
     if trainer.is_world_process_zero():
         update_run_info(

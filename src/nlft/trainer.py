@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
@@ -422,6 +423,33 @@ class TrainerAware(TrainerCallback):
         self.trainer = trainer
 
 
+def save_atomically(trainer: Trainer, target: str | Path) -> Path:
+    """``trainer.save_model`` into ``target`` so that it appears whole or not at all: written beside it as
+    ``.<name>.partial`` and renamed (a kill mid-save leaves only that temporary folder, of our own naming, which
+    the next save replaces). Every process calls it (sharded engines gather the weights); the main one writes."""
+    import shutil
+
+    target = Path(target)
+    partial = target.with_name(f".{target.name}.partial")
+    main = trainer.is_world_process_zero()
+    if main and partial.is_dir() and not partial.is_symlink():
+        shutil.rmtree(partial)
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(partial))
+    if main:
+        if target.is_dir() and not target.is_symlink():
+            old = target.with_name(f".{target.name}.old")
+            if old.is_dir():
+                shutil.rmtree(old)
+            os.rename(target, old)
+            os.rename(partial, target)
+            shutil.rmtree(old)
+        else:
+            os.rename(partial, target)
+    trainer.accelerator.wait_for_everyone()
+    return target
+
+
 class SaveEveryEpoch(TrainerAware):
     """Saves the adapter (or model) at each epoch end to ``RUN/epochs/epoch-N`` (the reference did too)."""
 
@@ -434,7 +462,7 @@ class SaveEveryEpoch(TrainerAware):
             raise RuntimeError("SaveEveryEpoch needs its trainer (bind it)")
         epoch = int(round(state.epoch or 0))
         target = self.run_dir / EPOCHS_DIR / f"epoch-{epoch}"
-        self.trainer.save_model(str(target))  # every process calls it; only the main one writes
+        save_atomically(self.trainer, target)
         if self.on_saved is not None and state.is_world_process_zero:
             self.on_saved(epoch, target)
         return control
