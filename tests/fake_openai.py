@@ -15,6 +15,9 @@ with the same messages, one of
     "stream-error"   (streamed) an error event in the middle of the stream
     "stream-stall"   (streamed) half the content, then silence for ``slow_s`` seconds (past the read timeout)
     "echo-key"       HTTP 400 whose message echoes the Authorization header (a leak the client must redact)
+    "pinned"         HTTP 400 with the server's own reason ("Server is pinned to model X")
+    "drip"           HTTP 200, then one byte of the body a second, never finishing (a stuck proxy)
+    "sse-drip"       (streamed) an event a second, never finishing
 
 ``request_text`` is the last user message (or the prompt). The API key is checked on every request.
 """
@@ -135,6 +138,37 @@ class FakeOpenAI:
                     self._json(
                         400, {"error": {"message": f"bad request from {auth}", "type": "invalid_request"}}
                     )
+                    return
+                if action == "pinned":
+                    self._json(
+                        400, {"error": {"message": "Server is pinned to model X", "type": "invalid_request"}}
+                    )
+                    return
+                if action == "drip":
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", "100000")
+                    self.end_headers()
+                    for _ in range(120):
+                        self.wfile.write(b" ")
+                        self.wfile.flush()
+                        time.sleep(1.0)
+                    return
+                if action == "sse-drip":
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.end_headers()
+                    for _ in range(120):
+                        chunk = {
+                            "id": "s",
+                            "object": "chat.completion.chunk",
+                            "created": 0,
+                            "model": "m",
+                            "choices": [{"index": 0, "delta": {"content": "x"}, "finish_reason": None}],
+                        }
+                        self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                        self.wfile.flush()
+                        time.sleep(1.0)
                     return
                 if action == "bad-json":
                     self._send(200, b'{"id": "x", "choices": [{"message": ')

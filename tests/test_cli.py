@@ -68,3 +68,84 @@ def test_data_validate_reports_skipped_lines(tmp_path, capsys):
     assert info.value.code == 0
     out = capsys.readouterr().out
     assert "1 valid records" in out and "line 2" in out and "field 'response'" in out
+
+
+def _run(*argv: str) -> tuple[int, str]:
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as info:
+        main(list(argv))
+    return info.value.code, err.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (
+            ["data", "import", "gold", "mini-math", "--limit", "-3", "--out", "x.jsonl"],
+            "--limit: must be at least 1",
+        ),
+        (
+            ["data", "import", "gold", "mini-math", "--limit", "0", "--out", "x.jsonl"],
+            "--limit: must be at least 1",
+        ),
+        (["sample", "nlft:sample", "--limit", "0", "--out", "x.jsonl"], "--limit"),
+        (["eval", "m", "--batch-size", "-1"], "--batch-size: must be at least 1"),
+        (["eval", "m", "--batch-size", "0"], "--batch-size"),
+        (["eval", "m", "--max-new-tokens", "0"], "--max-new-tokens"),
+        (["sample", "nlft:sample", "--top-p", "5", "--out", "x.jsonl"], "--top-p: must be in (0, 1]"),
+        (["sample", "nlft:sample", "--timeout", "-1", "--out", "x.jsonl"], "--timeout"),
+        (["sample", "nlft:sample", "--concurrency", "-5", "--out", "x.jsonl"], "--concurrency"),
+        (["sample", "nlft:sample", "--temperature", "nan", "--out", "x.jsonl"], "--temperature"),
+        (["saliency", "--snapshot", "r", "--threshold", "nan"], "threshold must be a finite number"),
+        (["saliency", "--snapshot", "r", "--prob-floor", "-1"], "unrecognized"),  # never a weight: no flag
+        (
+            ["saliency", "--snapshot", "r", "--other-exponent", "-1000"],
+            "other_exponent must be a number in [0, 100]",
+        ),
+        (["studio", "r", "--port", "70000"], "--port"),
+        (["sample", "nlft:sample", "--extra-body", "[1]", "--out", "x.jsonl"], "must be a JSON object"),
+    ],
+)
+def test_bad_values_are_refused_by_the_parser_naming_the_flag(tmp_path, monkeypatch, argv, words):
+    monkeypatch.chdir(tmp_path)
+    code, err = _run(*argv)
+    assert code == 2 and words in err and "Traceback" not in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_data_make_checks_size_and_ratio_before_sampling(tmp_path):
+    for extra, words in ((["--ratio", "2-1"], "ratio '2-1'"), (["--size", "0"], "--size")):
+        code, err = _run(
+            "data", "make", "mini-math", "--limit", "5", "--model", "nlft:tiny", "--size", "4", "--out",
+            str(tmp_path / "made"), *extra,
+        )  # fmt: skip
+        assert code == 2 and words in err
+    assert not (tmp_path / "made").exists()
+
+
+def test_an_empty_records_file_is_refused_by_validate_and_saliency(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    code, err = _run("data", "validate", str(empty))
+    assert code == 2 and "holds no records" in err
+    code, err = _run(
+        "saliency", "--model", "nlft:tiny", "--data", str(empty), "--out", str(tmp_path / "s.html")
+    )
+    assert code == 2 and "holds no records" in err
+    assert not (tmp_path / "s.html").exists()
+
+
+def test_a_port_in_use_and_a_bad_host_are_clear_errors(tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, err = _run("studio", str(tmp_path), "--port", str(port))
+    assert code == 2 and "already in use" in err and "Traceback" not in err
+    code, err = _run("studio", str(tmp_path), "--host", "no-such-host.invalid", "--port", "0")
+    assert code == 2 and "--host no-such-host.invalid" in err

@@ -167,3 +167,66 @@ def test_openai_backend_seeds_each_request_so_samples_of_one_prompt_differ(monke
     seeds = [body["seed"] for body in server.bodies]
     assert seeds[0] == seeds[2] != seeds[1]  # per request key: stable on a rerun, different across samples
     assert all(body["temperature"] == 0.7 for body in server.bodies)
+
+
+# -- a misbehaving server cannot hang a request (issue: hangs) ----------------------------------------------
+
+
+@pytest.mark.parametrize(("fault", "stream"), [("drip", False), ("sse-drip", True)])
+def test_timeout_bounds_the_whole_request_even_when_the_server_keeps_dripping(monkeypatch, fault, stream):
+    import time
+
+    from .fake_openai import FakeOpenAI
+
+    with FakeOpenAI(lambda text: "fine", _scripted, api_key=SECRET) as server:
+        backend = _backend(server, monkeypatch, stream=stream, timeout=1.5, max_retries=1)
+        started = time.monotonic()
+        [(request, completion)] = list(backend.generate([_chat("a", f"q fault:{fault}:99")]))
+        took = time.monotonic() - started
+    assert not completion.ok and "timed out" in completion.error
+    assert completion.attempts == 2  # the first attempt and one retry, each cut off at 1.5 s
+    assert took < 2 * 1.5 + 2.5, took  # two deadlines and one backoff, not the server's two minutes
+
+
+def test_attempts_count_every_retry_and_final_http_errors_keep_the_servers_reason(monkeypatch):
+    from .fake_openai import FakeOpenAI
+
+    with FakeOpenAI(lambda text: "fine", _scripted, api_key=SECRET) as server:
+        backend = _backend(server, monkeypatch, max_retries=3)
+        results = {
+            r.key: c
+            for r, c in backend.generate([_chat("r", "q fault:500:2"), _chat("p", "q fault:pinned:9")])
+        }
+    assert results["r"].ok and results["r"].attempts == 3  # two 500s retried, the third answered
+    pinned = results["p"]
+    assert not pinned.ok and pinned.attempts == 1  # a 400 is final: not retried
+    assert pinned.error.startswith("HTTP 400") and "Server is pinned to model X" in pinned.error
+
+
+def test_settings_that_cannot_be_sent_are_refused_before_any_request():
+    with pytest.raises(ValueError, match="temperature"):
+        SamplingSettings(temperature=float("nan"))
+    with pytest.raises(ValueError, match="top-p"):
+        SamplingSettings(top_p=5.0)
+    with pytest.raises(ValueError, match="max-new-tokens"):
+        SamplingSettings(max_new_tokens=0)
+    from nlft.generation import BackendOptions
+
+    for bad in ({"timeout": -1.0}, {"concurrency": -5}, {"max_retries": -1}, {"batch_size": 0}):
+        with pytest.raises(ValueError, match=next(iter(bad)).replace("_", "-")):
+            BackendOptions(**bad)
+
+
+@pytest.mark.parametrize("key", ["k", "abc1234"])
+def test_a_short_key_echoed_back_is_redacted_too(monkeypatch, key):
+    from nlft.generation import OpenAIBackend
+
+    from .fake_openai import FakeOpenAI
+
+    monkeypatch.setenv("NLFT_SHORT_KEY", key)
+    with FakeOpenAI(lambda text: "fine", _scripted, api_key=key) as server:
+        backend = OpenAIBackend(
+            "m", base_url=server.url, api_key_env="NLFT_SHORT_KEY", timeout=5, max_retries=0
+        )
+        [(_, completion)] = list(backend.generate([_chat("a", "q fault:echo-key:9")]))
+    assert "<redacted>" in completion.error and f"Bearer {key}" not in completion.error

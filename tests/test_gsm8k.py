@@ -129,3 +129,46 @@ def test_lm_eval_comparison_is_on_strings():
     assert not lm_eval_match("18.00", "18")
     assert not lm_eval_match("42..", "42")  # lm-eval drops one final period only
     assert not lm_eval_match(None, "18")
+
+
+def test_every_bad_row_is_reported_at_once_with_its_line(write):
+    rows = [
+        {"question": "ok", "answer": "1+1=2\n#### 2"},
+        {"answer": "#### 3"},
+        {"question": 7, "answer": "#### 4"},
+        "not an object",
+        {"question": "q", "answer": "no number"},
+    ]
+    path = write("train.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n")
+    with pytest.raises(ValueError) as info:
+        load_gsm8k("train", path)
+    text = str(info.value)
+    assert "5 invalid records" not in text  # four problems, on lines 2-5
+    for expected in ("line 2: field 'question': missing", "line 3: field 'question': must be a non-empty string",
+                     "line 4: expected a JSON object", "line 5: field 'answer'"):  # fmt: skip
+        assert expected in text, expected
+
+
+def test_gold_import_writes_no_bad_rows_and_mathcritique_reports_every_bad_line(tmp_path, write):
+    from nlft.records import RecordError
+    from nlft.sources import from_mathcritique, gold_records
+
+    folder = tmp_path / "gsm"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text(json.dumps({"answer": "#### 3"}) + "\n")
+    with pytest.raises(RecordError, match="field 'question'"):
+        list(gold_records(str(folder), "train"))
+    good = {"id": "a", "question": "q", "model_answer": "#### 1", "critique": "c", "gold_answer": "#### 2"}
+    path = write(
+        "mc.jsonl",
+        "\n".join(
+            [json.dumps(good), "[1, 2]", json.dumps(good), json.dumps({**good, "id": "b", "critique": ""})]
+        )
+        + "\n",
+    )
+    with pytest.raises(RecordError) as info:
+        list(from_mathcritique(path))
+    text = str(info.value)
+    assert "line 2: expected a JSON object" in text
+    assert "line 3 [id a]: field 'id': duplicate id 'a' (first on line 1)" in text
+    assert "line 4: field 'critique'" in text

@@ -53,3 +53,67 @@ def test_removed_rows_are_gone_from_the_file_and_can_be_written_again(tmp_path):
     assert [row["id"] for row in AppendLog(path).rows()] == ["a", "c", "b"]
     assert path.read_text().count('"id": "b"') == 1
     assert [p.name for p in tmp_path.iterdir()] == ["r.jsonl"]
+
+
+# -- what is not ours is never touched ------------------------------------------------------------------------
+
+
+def test_a_file_that_is_not_a_results_file_is_refused_untouched(tmp_path):
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text('{"question": "q1", "answer": "#### 1"}\n{"question": "q2", "answer": "#### 2"}')
+    array = tmp_path / "pool.json"
+    array.write_text('[\n  {"id": "a", "question": "q"},\n  {"id": "b", "question": "q"}\n]')
+    for path in (questions, array):
+        before = path.read_bytes()
+        with pytest.raises(ValueError, match="not a results file of this job"):
+            AppendLog(path)
+        assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pool.json", "questions.jsonl"]  # no lock left
+
+
+def test_a_symlink_is_never_written_through(tmp_path):
+    target = tmp_path / "unrelated.txt"
+    target.write_text("mine\n")
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(target)
+    with pytest.raises(ValueError, match="symbolic link"):
+        AppendLog(link)
+    assert target.read_text() == "mine\n"
+
+
+def test_a_torn_line_is_cut_only_when_a_row_is_appended(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"id": "a"}\n{"id": "b", "v": tr')
+    before = path.read_bytes()
+    with AppendLog(path) as log:
+        assert log.done() == {"a"}
+    assert path.read_bytes() == before  # opened and closed: nothing changed
+    with AppendLog(path) as log:
+        log.append({"id": "b"})
+    assert path.read_text() == '{"id": "a"}\n{"id": "b"}\n'
+    complete = tmp_path / "c.jsonl"
+    complete.write_text('{"id": "a"}')  # a last row without its newline is kept, and the newline added
+    with AppendLog(complete) as log:
+        log.append({"id": "b"})
+    assert complete.read_text() == '{"id": "a"}\n{"id": "b"}\n'
+
+
+def test_a_second_writer_is_refused_naming_the_first_and_exact_duplicates_are_dropped(tmp_path):
+    from nlft.jsonl import ResultsLocked
+
+    path = tmp_path / "r.jsonl"
+    with AppendLog(path) as log:
+        log.append({"id": "a"})
+        with pytest.raises(ResultsLocked, match=f"pid {os.getpid()}"):
+            AppendLog(path)
+    assert AppendLog.peek(path) == {"a": {"id": "a"}}  # reading needs no lock
+    path.write_text(
+        '{"id": "a", "v": 1}\n{"id": "b"}\n{"id": "a", "v": 1}\n'
+    )  # two runs at once, before locks
+    with AppendLog(path) as log:
+        assert len(log) == 2
+        log.append({"id": "c"})
+    assert path.read_text() == '{"id": "a", "v": 1}\n{"id": "b"}\n{"id": "c"}\n'
+    path.write_text('{"id": "a", "v": 1}\n{"id": "a", "v": 2}\n')
+    with pytest.raises(ValueError, match="twice with different content"):
+        AppendLog(path)

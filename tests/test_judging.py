@@ -13,7 +13,7 @@ from nlft.generation import BackendOptions, HFBackend, SamplingSettings, make_ba
 from nlft.jsonl import atomic_write_jsonl, read_jsonl
 from nlft.judging import ArithmeticJudge, JudgePrompt, ModelJudge, judge_records
 from nlft.modeling import load_model
-from nlft.records import load_records
+from nlft.records import load_records, records_from_dicts
 
 from .conftest import REPO, need_shared
 from .fake_openai import FakeOpenAI
@@ -336,3 +336,68 @@ def test_judging_killed_with_sigkill_and_rerun_yields_every_record_once(tmp_path
     assert asked <= 40 + 2 + 1  # finished records were not judged again
     assert f"{written} judged by an earlier run" in done.stdout
     assert KEY not in done.stdout + done.stderr + out.read_text()
+
+
+# -- hostile inputs ----------------------------------------------------------------------------------------
+
+
+def _cli(*argv: str) -> tuple[int, str]:
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as info:
+        main(list(argv))
+    return info.value.code, err.getvalue()
+
+
+WRONG_ROW = {
+    "id": "w",
+    "question": "What is 3+4?",
+    "response": "3+4 = <<3+4=8>>8\n#### 8",
+    "reference": "3+4=<<3+4=7>>7\n#### 7",
+    "correct": False,
+}
+
+
+def test_judging_a_file_into_itself_or_into_a_folder_is_refused(tmp_path):
+    source = tmp_path / "x.jsonl"
+    atomic_write_jsonl(source, [WRONG_ROW])
+    before = source.read_bytes()
+    code, err = _cli("judge", str(source), "--out", str(source), "--no-progress")
+    assert code == 2 and "is the input file itself" in err
+    code, err = _cli("judge", str(source), "--out", str(tmp_path), "--no-progress")
+    assert code == 2 and "is a folder" in err and "Traceback" not in err
+    assert source.read_bytes() == before
+    pool = tmp_path / "pool.json"
+    pool.write_text('[\n  {"id": "a"}\n]')
+    code, err = _cli("judge", str(source), "--out", str(pool), "--no-progress")
+    assert code == 2 and pool.read_text() == '[\n  {"id": "a"}\n]'
+
+
+def test_the_judges_rule_is_recorded_and_a_rerun_with_another_is_refused(tmp_path):
+    source, out = tmp_path / "x.jsonl", tmp_path / "j.jsonl"
+    atomic_write_jsonl(source, [WRONG_ROW])
+    assert _cli("judge", str(source), "--out", str(out), "--no-progress")[0] == 0
+    assert read_jsonl(out)[0]["judge"] == {"backend": "arithmetic", "rule": "authors", "verdict": "wrong"}
+    atomic_write_jsonl(source, [WRONG_ROW, {**WRONG_ROW, "id": "w2"}])
+    code, err = _cli("judge", str(source), "--out", str(out), "--rule", "strict", "--no-progress")
+    assert code == 2 and "rule" in err and len(read_jsonl(out)) == 1
+
+
+def test_a_huge_response_is_a_judge_error_not_a_hang(tmp_path):
+    import time
+
+    huge = {**WRONG_ROW, "id": "huge", "response": "1+1=<<1+1=3>>3 " * 500_000 + "\n#### 3"}  # 7.5 MB
+    judge = ArithmeticJudge()
+    started = time.monotonic()
+    [(_, verdict)] = list(judge.judge(records_from_dicts([huge])))
+    assert time.monotonic() - started < 1.0
+    assert verdict.error and "characters long" in verdict.error
+
+
+def test_empty_records_are_refused(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    code, err = _cli("judge", str(empty), "--out", str(tmp_path / "j.jsonl"), "--no-progress")
+    assert code == 2 and "no records" in err and not (tmp_path / "j.jsonl").exists()

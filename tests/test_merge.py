@@ -68,3 +68,20 @@ def test_merge_refuses_to_clobber_and_needs_an_adapter(tiny_run, tmp_path):
     with pytest.raises(ValueError, match="no LoRA adapter"):
         merge_adapter(base, tmp_path / "m2")
     assert not (tmp_path / "m2").exists()
+
+
+def test_merge_never_replaces_the_cwd_the_run_or_a_folder_holding_it(tiny_run, tmp_path, monkeypatch):
+    import shutil
+
+    run = tmp_path / "work" / "run"
+    shutil.copytree(tiny_run, run)
+    before = sorted(p.name for p in run.iterdir())
+    monkeypatch.chdir(run)
+    for out in (".", str(run.parent)):
+        with pytest.raises(ValueError, match="current directory"):
+            merge_adapter(run, out, overwrite=True)
+    monkeypatch.chdir(tmp_path)
+    for out in (run, run.parent, run / "adapter", run / "epochs" / "epoch-1"):
+        with pytest.raises(ValueError, match="being merged"):
+            merge_adapter(run, out, overwrite=True)
+    assert sorted(p.name for p in run.iterdir()) == before

@@ -294,3 +294,82 @@ def test_sampling_killed_with_sigkill_and_rerun_yields_every_sample_once(tmp_pat
         assert KEY not in text
     assert re.search(r"30 of 30 samples", stdout2)
     assert len(load_records(out)) == 30
+
+
+# -- hostile inputs: refused before anything is touched -------------------------------------------------------
+
+
+def _cli(*argv: str) -> tuple[int, str]:
+    """(exit status, stderr) of ``nlft ...`` run in this process."""
+    import contextlib
+    import io
+
+    from nlft.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as info:
+        main(list(argv))
+    return info.value.code, err.getvalue()
+
+
+def test_out_equal_to_the_questions_file_is_refused_and_the_file_kept(tmp_path):
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text(SAMPLE_GSM8K_TEST.read_text(encoding="utf-8").rstrip("\n"))  # no final newline
+    before = questions.read_bytes()
+    code, err = _cli(
+        "sample", str(questions), "--model", "nlft:tiny", "--out", str(questions), "--no-progress"
+    )
+    assert code == 2 and "is the input file itself" in err and "Traceback" not in err
+    assert questions.read_bytes() == before
+
+
+def test_a_rerun_with_another_system_prompt_or_rule_is_refused(tmp_path, monkeypatch, questions):
+    out = tmp_path / "s.jsonl"
+    with FakeOpenAI(gold_replies(questions, right={0}), api_key=KEY) as server:
+        monkeypatch.setenv("NLFT_TEST_KEY", KEY)
+        base = [
+            "sample", str(SAMPLE_GSM8K_TEST), "--limit", "2", "--backend", "openai", "--model", "served", "--base-url",
+            server.url, "--api-key-env", "NLFT_TEST_KEY", "--out", str(out), "--no-progress", "--split", "test",
+        ]  # fmt: skip
+        assert _cli(*base, "--system", "Prompt A")[0] == 0
+        rows = out.read_text()
+        code, err = _cli(*base, "--system", "Prompt B", "--limit", "3")
+        assert code == 2 and "other settings" in err and "system_override" in err
+        code, err = _cli(*base, "--system", "Prompt A", "--rule", "strict", "--limit", "3")
+        assert code == 2 and "rule" in err
+        assert out.read_text() == rows  # nothing mixed in
+        assert all(
+            r["rule"] == "authors" and r["prompt"]["system_override"] == "Prompt A" for r in read_jsonl(out)
+        )
+
+
+def test_all_requests_failing_is_a_non_zero_exit_and_an_empty_question_file_is_refused(
+    tmp_path, monkeypatch, questions
+):
+    out = tmp_path / "s.jsonl"
+    with FakeOpenAI(
+        gold_replies(questions, right=set()), lambda text, attempt: "pinned", api_key=KEY
+    ) as server:
+        monkeypatch.setenv("NLFT_TEST_KEY", KEY)
+        code, _ = _cli(
+            "sample", str(SAMPLE_GSM8K_TEST), "--limit", "3", "--backend", "openai", "--model", "served", "--base-url",
+            server.url, "--api-key-env", "NLFT_TEST_KEY", "--out", str(out), "--no-progress", "--split", "test",
+        )  # fmt: skip
+    assert code == 1
+    failed = read_jsonl(tmp_path / "s.failed.jsonl")
+    assert len(failed) == 3 and all("Server is pinned" in f["error"] and f["attempts"] == 1 for f in failed)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    code, err = _cli("sample", str(empty), "--model", "nlft:tiny", "--out", str(tmp_path / "e.jsonl"))
+    assert code == 2 and "no questions" in err
+    assert not (tmp_path / "e.jsonl").exists()
+
+
+def test_the_tiny_model_works_in_sample(tmp_path):
+    out = tmp_path / "s.jsonl"
+    code, err = _cli(
+        "sample", str(SAMPLE_GSM8K_TEST), "--split", "test", "--limit", "2", "--model", "nlft:tiny",
+        "--max-new-tokens", "4", "--temperature", "0", "--out", str(out), "--no-progress",
+    )  # fmt: skip
+    assert code == 0, err
+    assert [r["model"] for r in read_jsonl(out)] == ["nlft:tiny", "nlft:tiny"]

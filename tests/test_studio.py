@@ -234,3 +234,90 @@ def test_keeps_answering_while_training_writes_snapshots(tmp_path, server):
     after = [(p, s) for p, s, had_one in answers if had_one]
     assert len(after) >= 12 and all(s == 200 for _, s in after), [a for a in after if a[1] != 200]
     assert latest_seen == sorted(latest_seen) and len(set(latest_seen)) >= 3
+
+
+# -- hostile requests ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (b'{"step": Infinity}', "Infinity"),
+        (b'{"step": NaN}', "NaN"),
+        (b"[" * 30000 + b"]" * 30000, "nested too deeply"),
+        (b'{"step": 2.9}', "whole number"),
+        (b'{"step": true}', "whole number"),
+        (b'{"step": -1}', "0 or more"),
+        (b'{"settings": {"other_exponent": -1000}}', "other_exponent"),
+        (b'{"settings": {"prob_floor": -1}}', "prob_floor"),
+    ],
+)
+def test_hostile_bodies_are_400_naming_what_is_wrong(run, server, body, words):
+    for path in ("/api/reweight", "/api/export"):
+        status, answer = request(
+            server(run), "POST", path, body, headers={"Content-Type": "application/json"}
+        )
+        assert status == 400 and words in answer["error"], (path, status, answer)
+    assert not (run / EXPORT_FILE).exists()
+
+
+def test_query_steps_must_be_whole_numbers(run, server):
+    assert request(server(run), "GET", "/api/snapshot?step=2.9")[0] == 400
+    assert request(server(run), "GET", "/api/snapshot?step=2")[0] == 200
+
+
+def _raw(srv, data: bytes, timeout: float = 5.0) -> bytes:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", srv.server_address[1]), timeout=timeout) as sock:
+        sock.sendall(data)
+        chunks = []
+        while True:
+            try:
+                part = sock.recv(65536)
+            except TimeoutError:
+                break
+            if not part:
+                break
+            chunks.append(part)
+        return b"".join(chunks)
+
+
+def test_odd_lengths_and_chunked_bodies_are_read_as_http_says(run, server):
+    srv = server(run)
+    host = f"Host: 127.0.0.1:{srv.server_address[1]}\r\n"
+    answer = _raw(srv, b"POST /api/reweight HTTP/1.1\r\n" + host.encode() + b"Content-Type: application/json\r\n"
+                  b"Content-Length: -1\r\nConnection: close\r\n\r\n{}")  # fmt: skip
+    assert answer.startswith(b"HTTP/1.1 200") or answer.startswith(b"HTTP/1.1 400"), answer[:80]
+    body = json.dumps({"step": 1, "settings": {"threshold": 0.3}}).encode()
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    answer = _raw(srv, b"POST /api/reweight HTTP/1.1\r\n" + host.encode() + b"Content-Type: application/json\r\n"
+                  b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + chunked)  # fmt: skip
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert (
+        json.loads(payload.split(b"\r\n", 1)[-1] if payload[:1] not in b"{" else payload)["settings"][
+            "threshold"
+        ]
+        == 0.3
+    )
+
+
+def test_a_half_sent_request_is_dropped_instead_of_holding_a_thread(run, server, monkeypatch):
+    import socket
+    import time
+
+    import nlft.studio as studio_module
+
+    monkeypatch.setattr(studio_module, "REQUEST_TIMEOUT", 0.5)
+    srv = server(run)
+    stuck = [socket.create_connection(("127.0.0.1", srv.server_address[1])) for _ in range(20)]
+    for sock in stuck:
+        sock.sendall(b"POST /api/reweight HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{")
+    time.sleep(1.5)
+    for sock in stuck:
+        sock.settimeout(2)  # a connection the server kept open would time out here
+        data = sock.recv(65536)
+        assert data == b"" or data.startswith(b"HTTP/1.1 4"), data[:60]  # closed, or refused with a 4xx
+        sock.close()
+    assert request(srv, "GET", "/api/snapshots")[0] == 200

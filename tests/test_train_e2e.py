@@ -235,3 +235,84 @@ def test_demo_finishes_and_prints_its_summary(tmp_path):
     png = (out / "comparison.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
     assert "nlft" in (out / "comparison.md").read_text()
+
+
+# A training process that kills itself in the middle of saving checkpoint-N, after the weights and optimizer
+# are written and before trainer_state.json: what a SIGKILL during a save leaves.
+KILL_IN_SAVE = textwrap.dedent(
+    """
+    import os, signal, sys
+    from transformers import Trainer
+    from nlft.config import parse_train_args
+    from nlft.train import train
+
+    at = int(os.environ["NLFT_KILL_IN_SAVE_AT"])
+    real = Trainer._save_rng_state
+
+    def save_rng_state(self, output_dir):
+        real(self, output_dir)
+        if self.state.global_step == at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    Trainer._save_rng_state = save_rng_state
+    train(*parse_train_args(sys.argv[1:]))
+    """
+)
+
+
+def test_sigkill_at_random_moments_and_during_saves_then_resume_is_bit_identical(tmp_path, data):
+    import random
+
+    from nlft.train import last_complete_checkpoint
+
+    args = [
+        "--data", str(data), *COMMON, "--report_to", "none", "--max_steps", "10", "--per_device_train_batch_size", "1",
+        "--gradient_accumulation_steps", "1", "--save_strategy", "steps", "--save_steps", "1", "--lora_dropout", "0",
+        *SGD,
+    ]  # fmt: skip
+    straight = tmp_path / "straight"
+    nlft("train", *args, "--output_dir", str(straight))
+
+    run = tmp_path / "killed"
+    rng = random.Random(7)
+    kills, in_save, rounds = 0, 0, 0
+    while True:
+        rounds += 1
+        assert rounds < 40, "the killed run never finished"
+        resume = ["--resume_from_checkpoint", "last"] if rounds > 1 else []
+        command = [*args, "--output_dir", str(run), *resume]
+        if rounds in (3, 7):  # twice, a kill exactly inside a checkpoint save
+            done = last_complete_checkpoint(run)
+            step = int(done.name.split("-")[1]) + 1 if done else 1
+            env = {**ENV, "NLFT_KILL_IN_SAVE_AT": str(step)}
+            proc = subprocess.run(
+                [sys.executable, "-c", KILL_IN_SAVE, *command], env=env, capture_output=True, timeout=600
+            )
+            if proc.returncode == -signal.SIGKILL:
+                kills += 1
+                in_save += 1
+                assert not (run / f"checkpoint-{step}" / "trainer_state.json").exists()
+                continue
+        else:
+            proc = subprocess.Popen([sys.executable, "-m", "nlft", "train", *command], env=ENV,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+            if kills < 10:
+                try:
+                    proc.wait(timeout=rng.uniform(4.0, 14.0))
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                    kills += 1
+                    continue
+            else:
+                proc.wait(timeout=600)
+        assert proc.returncode == 0, (
+            proc.stderr.read().decode()[-3000:] if hasattr(proc.stderr, "read") else proc.stderr
+        )
+        if (run / "run.json").exists() and json.loads((run / "run.json").read_text()).get("finished"):
+            break
+    assert kills >= 10 and in_save == 2
+    a, b = adapter(straight), adapter(run)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ"
+    info = json.loads((run / "run.json").read_text())
+    assert info["global_step"] == 10

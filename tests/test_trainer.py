@@ -1,10 +1,12 @@
 """The NLFT trainer on the tiny model: normalisation, per-record losses, learning, reference-prob modes, SFT parity."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
+from nlft.jsonl import atomic_write_jsonl
 from nlft.train import load_training_model, prepare_records, train
 from nlft.trainer import NLFTCollator, NLFTTrainer, compute_reference_cache, scoring_probs
 
@@ -286,3 +288,140 @@ def test_missing_model_or_data_writes_nothing(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.jsonl: no such file"):
         train(data, model_cfg, args)
     assert not (tmp_path / "never").exists()
+
+
+# -- refusals before anything is written; checkpoints a kill cut short ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (("--gradient_accumulation_steps", "0"), "gradient_accumulation_steps"),
+        (("--num_train_epochs", "0"), "num_train_epochs"),
+        (("--num_train_epochs", "-1"), "num_train_epochs"),
+        (("--threshold", "nan"), "threshold"),
+        (("--prob_floor", "0"), "prob_floor"),
+        (("--unlikelihood_factor", "inf"), "unlikelihood_factor"),
+        (("--other_exponent", "-50"), "other_exponent"),
+    ],
+)
+def test_bad_settings_are_refused_before_anything_is_written(tmp_path, extra, words):
+    from nlft.cli import main
+
+    data = tmp_path / "d.jsonl"
+    atomic_write_jsonl(data, ROWS)
+    run = tmp_path / "never"
+    with pytest.raises(SystemExit) as info:
+        main(
+            [
+                "train",
+                "--data",
+                str(data),
+                "--model_name_or_path",
+                "nlft:tiny",
+                "--output_dir",
+                str(run),
+                *extra,
+            ]
+        )
+    assert info.value.code == 2
+    assert not run.exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("lora_target_modules: 5\n", "lora_target_modules"),
+        ("output_dir: [1, 2]\n", "output_dir"),
+        ("learnign_rate: 1.0e-4\n", "did you mean 'learning_rate'"),
+        ("threshold: .nan\n", "threshold"),
+        ("a: [\n", "not valid YAML"),
+    ],
+)
+def test_a_bad_config_file_is_named_with_what_is_wrong(tmp_path, capsys, text, words):
+    from nlft.cli import main
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    with pytest.raises(SystemExit) as info:
+        main(
+            [
+                "train",
+                "--config",
+                str(cfg),
+                "--data",
+                "nlft:sample",
+                "--model_name_or_path",
+                "nlft:tiny",
+                "--output_dir",
+                str(tmp_path / "r"),
+            ]
+        )
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and words in err and "Traceback" not in err
+    with pytest.raises(SystemExit):
+        main(["train", "--config", str(tmp_path), "--output_dir", str(tmp_path / "r")])
+    assert "is a folder" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_finished_run_is_never_replaced_without_the_flag(tmp_path):
+    first = train(*config(tmp_path, "--max_steps", "1"))
+    adapter = (first.run_dir / "adapter" / "adapter_model.safetensors").read_bytes()
+    (first.run_dir / "notes.txt").write_text("mine")
+    data, model_cfg, args = config(tmp_path, "--max_steps", "1", "--method", "sft")
+    with pytest.raises(ValueError, match="overwrite_output_dir"):
+        train(data, model_cfg, args)
+    assert (first.run_dir / "adapter" / "adapter_model.safetensors").read_bytes() == adapter
+    assert json.loads((first.run_dir / "run.json").read_text())["method"] == "nlft"
+    data, model_cfg, args = config(
+        tmp_path, "--max_steps", "1", "--method", "sft", "--overwrite_output_dir", "true"
+    )
+    train(data, model_cfg, args)
+    assert json.loads((first.run_dir / "run.json").read_text())["method"] == "sft"
+    assert (first.run_dir / "notes.txt").read_text() == "mine"  # only what a run writes was replaced
+
+
+def test_resume_skips_a_checkpoint_whose_save_was_cut_short(tmp_path, caplog):
+    import shutil
+
+    args = ("--max_steps", "4", "--save_strategy", "steps", "--save_steps", "2", "--per_device_train_batch_size", "1",
+            "--gradient_accumulation_steps", "1", *SGD)  # fmt: skip
+    straight = train(*config(tmp_path, *args, name="straight"))
+    train(*config(tmp_path, *args, name="cut"))
+    run = tmp_path / "cut"
+    # As a kill during the save of checkpoint-4 leaves it: the weights written, trainer_state.json not yet.
+    (run / "checkpoint-4" / "trainer_state.json").unlink()
+    shutil.rmtree(run / "adapter")
+    data, model_cfg, targs = config(tmp_path, *args, "--resume_from_checkpoint", "last", name="cut")
+    with caplog.at_level("WARNING", logger="nlft"):
+        resumed = train(data, model_cfg, targs)
+    assert "skipping" in caplog.text and "checkpoint-4" in caplog.text
+    assert resumed.global_step == straight.global_step == 4
+    from safetensors.torch import load_file
+
+    a = load_file(tmp_path / "straight" / "adapter" / "adapter_model.safetensors")
+    b = load_file(run / "adapter" / "adapter_model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_run_trained_with_a_relative_folder_is_read_from_anywhere(tmp_path, monkeypatch):
+    from nlft.modeling import load_model
+    from nlft.runs import load_run
+
+    work = tmp_path / "work"
+    work.mkdir()
+    atomic_write_jsonl(work / "d.jsonl", ROWS)
+    monkeypatch.chdir(work)
+    data, model_cfg, args = config(work, "--max_steps", "1", rows=ROWS, name="d")
+    data.data = "d.jsonl"
+    args.output_dir = "runs/rel"
+    train(data, model_cfg, args)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    run = load_run(work / "runs" / "rel")
+    assert run.info["base_model"] == "./base-model" and Path(run.base_model).is_dir()
+    assert Path(run.data).is_file()
+    net, _, found = load_model(work / "runs" / "rel")
+    assert found.adapter == work / "runs" / "rel" / "adapter"

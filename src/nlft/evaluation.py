@@ -132,9 +132,7 @@ def load_question_file(path: str | Path, *, need: str = "gold") -> list[Question
         raise RecordError(exc.problems, hint="Fix the questions above; evaluation needs every one.") from None
 
 
-# ``--data nlft:sample`` for evaluation: the first 50 GSM8K test questions, shipped in the package (not the
-# training records of the same name, ``records.SAMPLE_RECORDS_SPEC``).
-SAMPLE_QUESTIONS_SPEC = "nlft:sample"
+from .tasks import SAMPLE_QUESTIONS_SPEC  # noqa: E402 - the bundled GSM8K test questions
 
 
 def data_name(spec: str) -> str:

@@ -199,9 +199,18 @@ class BackendOptions:
     device: str | None = None
     trust_remote_code: bool = False
     chat_template: str | None = None  # hf: a built-in name or a Jinja file, for tokenizers without one
-    extra_body: dict[str, Any] | None = (
-        None  # openai: server-specific request fields, e.g. {"do_sample": true}
-    )
+    # openai: server-specific request fields, e.g. {"do_sample": true} for transformers serve
+    extra_body: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend '{self.backend}': choose from {', '.join(BACKENDS)}")
+        for name, low in (("concurrency", 1), ("max_retries", 0), ("batch_size", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"--{name.replace('_', '-')} must be a whole number of at least {low}, got {value!r}")
+        if not (isinstance(self.timeout, (int, float)) and math.isfinite(self.timeout) and self.timeout > 0):
+            raise ValueError(f"--timeout must be a positive number of seconds, got {self.timeout!r}")
 
     def describe(self) -> dict[str, Any]:
         """What identifies the text source in results files (never the key)."""

@@ -201,7 +201,7 @@ class AppendLog:
             ) from None
         except json.JSONDecodeError as exc:
             raise ValueError(
-                f"{self.path}:{lineno}: not valid JSON ({exc.msg}); the results file is damaged, or not one of this job"
+                f"{self.path}:{lineno}: not valid JSON ({exc.msg}); not a results file of this job (or a damaged one)"
             ) from None
         if not isinstance(row, dict) or self.key not in row:
             raise ValueError(

@@ -57,7 +57,7 @@ class JudgePrompt:
             path = resource_path("judge", f"{spec}.yaml")
         else:
             path = Path(spec)
-            if not path.is_file():
+            if not path.exists():
                 raise FileNotFoundError(
                     f"judge prompt '{spec}': neither a built-in ({', '.join(BUILTIN_JUDGE_PROMPTS)}) nor a file"
                 )

@@ -275,7 +275,9 @@ def iter_rows(
             yield from _iter_json(path)
             return
         raise ValueError(f"{path}: unsupported file type '{suffix or path.name}' (expected .json or .jsonl)")
-    if path.suffix.lower() in (".json", ".jsonl"):
+    looks_local = path.suffix or str(source).startswith(("/", ".", "~")) or str(source).count("/") > 1
+    if looks_local and not path.exists():
+        # Looks like a file (a suffix, a path): a typo is said at once, not looked up on the hub.
         raise FileNotFoundError(f"{path}: no such file")
     yield from _iter_hf(str(source), split, name)
 

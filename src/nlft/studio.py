@@ -27,7 +27,6 @@ import time
 import urllib.parse
 from collections import OrderedDict
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -233,176 +232,227 @@ def _page() -> bytes:
     return text.replace("/*SALIENCY_CSS*/", CSS).encode("utf-8")
 
 
-class StudioHandler(BaseHTTPRequestHandler):
-    server: StudioServer
-    server_version = "nlft-studio"
-    protocol_version = "HTTP/1.1"
+_SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    # Only our own script runs: even a token that slipped past escaping could not execute.
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; "
+    "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+}
 
-    # -- plumbing ------------------------------------------------------------------------------------------------
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
-        logger.debug("%s %s", self.address_string(), format % args)
 
-    def _send(self, status: int, body: bytes, content_type: str, extra: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("X-Content-Type-Options", "nosniff")
-        self.send_header("Referrer-Policy", "no-referrer")
-        # Only our own script runs: even a token that slipped past escaping could not execute.
-        self.send_header(
-            "Content-Security-Policy",
-            "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; connect-src 'self'; "
-            "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-        )
-        for k, v in (extra or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+def _reject_constant(name: str):
+    raise BadRequest(f"the body holds {name}, which is not JSON")
 
-    def _json(self, status: int, obj: Any) -> None:
-        self._send(
-            status, json.dumps(obj, allow_nan=False).encode("utf-8"), "application/json; charset=utf-8"
-        )
 
-    def _error(self, status: int, message: str) -> None:
-        self.close_connection = True  # an unread request body must not be taken for the next request
-        self._json(status, {"error": message})
+def parse_json_body(data: bytes) -> Any:
+    """A request body as JSON, strictly: no NaN/Infinity, no nesting so deep it exhausts the parser."""
+    try:
+        return json.loads(data or b"{}", parse_constant=_reject_constant)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise BadRequest("the body is not valid JSON") from None
+    except RecursionError:
+        raise BadRequest("the body is nested too deeply") from None
 
-    def _host_ok(self) -> bool:
-        """Requests must name our loopback host: a web page cannot reach the studio through DNS rebinding."""
-        if not self.server.loopback_only:
+
+def parse_step(value: Any) -> int | None:
+    """A snapshot step: a whole number (JSON integer, or digits in a query), or none/"latest" for the newest."""
+    if value in (None, "", "latest"):
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise BadRequest(f"step must be a whole number, not {value!r}")
+    if isinstance(value, str):
+        if not value.isdigit():
+            raise BadRequest(f"step must be a whole number, not {value!r}")
+        value = int(value)
+    if value < 0:
+        raise BadRequest(f"step must be 0 or more, not {value}")
+    return value
+
+
+class StudioApp:
+    """The studio as a WSGI application (served by Werkzeug's threaded server, ``make_server``).
+
+    Werkzeug parses the requests — Content-Length, chunked bodies, the size limit — so this class only routes
+    them and checks what they say: the Host (loopback only, against DNS rebinding), a JSON content type for
+    posts (no cross-site form posts), strict JSON, whole-number steps, settings validated by ``WeightingConfig``.
+    """
+
+    def __init__(self, studio: Studio, loopback_only: bool = True):
+        self.studio = studio
+        self.loopback_only = loopback_only
+        self.page = _page()
+        self.script = resource_path("studio", "studio.js").read_bytes()
+
+    # -- responses -----------------------------------------------------------------------------------------------
+    @staticmethod
+    def _response(body: bytes, status: int, content_type: str, extra: dict[str, str] | None = None):
+        from werkzeug.wrappers import Response
+
+        return Response(body, status=status, headers={**_SECURITY_HEADERS, **(extra or {})}, content_type=content_type)
+
+    def _json(self, obj: Any, status: int = 200):
+        return self._response(json.dumps(obj, allow_nan=False).encode("utf-8"), status, "application/json; charset=utf-8")
+
+    def _error(self, status: int, message: str):
+        return self._json({"error": message}, status)
+
+    # -- checks ------------------------------------------------------------------------------------------------
+    def _host_ok(self, request) -> bool:
+        if not self.loopback_only:
             return True
-        host = (self.headers.get("Host") or "").strip().lower()
+        host = (request.headers.get("Host") or "").strip().lower()
         if host.startswith("["):
             name = host[1 : host.find("]")] if "]" in host else host
         else:
             name = host.rsplit(":", 1)[0] if ":" in host else host
         return name in _LOOPBACK
 
-    def _body(self) -> Any:
-        if (self.headers.get("Content-Type") or "").split(";")[0].strip().lower() != "application/json":
+    def _body(self, request) -> dict:
+        if (request.mimetype or "").lower() != "application/json":
             raise BadRequest("send JSON with Content-Type: application/json")
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            raise BadRequest("bad Content-Length") from None
-        if length > MAX_BODY:
-            raise BadRequest("request body too large")
-        try:
-            return json.loads(self.rfile.read(length) or b"{}")
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise BadRequest("the body is not valid JSON") from None
+        body = parse_json_body(request.get_data(cache=False))
+        if not isinstance(body, dict):
+            raise BadRequest('send {"step": N, "settings": {...}}')
+        return body
 
-    @staticmethod
-    def _step(value: Any) -> int | None:
-        if value in (None, "", "latest"):
-            return None
-        try:
-            return int(value)
-        except (TypeError, ValueError):
-            raise BadRequest(f"step must be an integer, not {value!r}") from None
+    # -- routing -------------------------------------------------------------------------------------------------
+    def __call__(self, environ, start_response):
+        from werkzeug.exceptions import HTTPException
+        from werkzeug.wrappers import Request
 
-    def _guard(self, handler) -> None:
-        if not self._host_ok():
-            self._error(HTTPStatus.FORBIDDEN, "unexpected Host header")
-            return
+        request = Request(environ)
+        request.max_content_length = MAX_BODY
         try:
-            handler()
+            response = self.dispatch(request)
+        except HTTPException as exc:  # Werkzeug's own: a body too large, a malformed request
+            response = self._error(exc.code or 400, exc.description or exc.name)
+        return response(environ, start_response)
+
+    def dispatch(self, request):
+        if not self._host_ok(request):
+            return self._error(HTTPStatus.FORBIDDEN, "unexpected Host header")
+        try:
+            if request.method in ("GET", "HEAD"):
+                return self._get(request)
+            if request.method == "POST":
+                return self._post(request)
+            return self._error(HTTPStatus.METHOD_NOT_ALLOWED, f"{request.method} is not served here")
         except BadRequest as exc:
-            self._error(HTTPStatus.BAD_REQUEST, str(exc))
+            return self._error(HTTPStatus.BAD_REQUEST, str(exc))
         except PermissionError as exc:
-            self._error(HTTPStatus.FORBIDDEN, str(exc))
+            return self._error(HTTPStatus.FORBIDDEN, str(exc))
         except (LookupError, FileNotFoundError) as exc:
-            self._error(HTTPStatus.NOT_FOUND, str(exc))
+            return self._error(HTTPStatus.NOT_FOUND, str(exc))
         except ValueError as exc:  # a damaged snapshot file, named
-            self._error(HTTPStatus.INTERNAL_SERVER_ERROR, str(exc))
-        except (BrokenPipeError, ConnectionResetError):
-            pass
+            return self._error(HTTPStatus.INTERNAL_SERVER_ERROR, str(exc))
         except Exception as exc:  # keep serving; say what went wrong instead of dropping the connection
-            logger.exception("studio: %s %s failed", self.command, self.path)
-            self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"{type(exc).__name__}: {exc}")
+            logger.exception("studio: %s %s failed", request.method, request.path)
+            return self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"{type(exc).__name__}: {exc}")
 
-    # -- routes --------------------------------------------------------------------------------------------------
-    def do_GET(self) -> None:  # noqa: N802 - the base class's name
-        self._guard(self._get)
-
-    def do_HEAD(self) -> None:  # noqa: N802
-        self._guard(self._get)
-
-    def do_POST(self) -> None:  # noqa: N802
-        self._guard(self._post)
-
-    def _get(self) -> None:
+    def _get(self, request):
         # The raw path is matched before any decoding, so that an encoded '/' cannot change the route.
-        raw_path, _, raw_query = self.path.partition("?")
-        query = urllib.parse.parse_qs(raw_query)
-        studio = self.server.studio
+        raw_path = request.environ.get("RAW_URI", request.environ.get("REQUEST_URI", "")).partition("?")[0]
+        raw_path = raw_path or urllib.parse.quote(request.path)
+        studio = self.studio
         if raw_path in ("/", "/index.html"):
-            self._send(HTTPStatus.OK, self.server.page, "text/html; charset=utf-8")
-        elif raw_path == "/favicon.ico":
-            self._send(HTTPStatus.NO_CONTENT, b"", "image/x-icon")
-        elif raw_path == "/studio.js":
-            self._send(HTTPStatus.OK, self.server.script, "text/javascript; charset=utf-8")
-        elif raw_path == "/api/state":
-            self._json(HTTPStatus.OK, studio.state())
-        elif raw_path == "/api/snapshots":
+            return self._response(self.page, 200, "text/html; charset=utf-8")
+        if raw_path == "/favicon.ico":
+            return self._response(b"", 204, "image/x-icon")
+        if raw_path == "/studio.js":
+            return self._response(self.script, 200, "text/javascript; charset=utf-8")
+        if raw_path == "/api/state":
+            return self._json(studio.state())
+        if raw_path == "/api/snapshots":
             steps = studio.steps()
-            self._json(HTTPStatus.OK, {"steps": steps, "latest": steps[-1] if steps else None})
-        elif raw_path == "/api/snapshot":
-            self._json(HTTPStatus.OK, studio.view(self._step(query.get("step", [None])[0])))
-        elif raw_path.startswith("/files/"):
+            return self._json({"steps": steps, "latest": steps[-1] if steps else None})
+        if raw_path == "/api/snapshot":
+            return self._json(studio.view(parse_step(request.args.get("step"))))
+        if raw_path.startswith("/files/"):
             target = studio.resolve_file(raw_path[len("/files/") :])
             kind = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
             if kind.startswith("text/") or kind in ("application/json", "application/yaml"):
                 kind += "; charset=utf-8"
             # Run files are data, never pages that act: sandboxed, no scripts even from ourselves.
-            self._send(
-                HTTPStatus.OK,
-                target.read_bytes(),
-                kind,
-                {"Content-Security-Policy": "sandbox; default-src 'none'"},
+            return self._response(
+                target.read_bytes(), 200, kind, {"Content-Security-Policy": "sandbox; default-src 'none'"}
             )
-        else:
-            self._error(HTTPStatus.NOT_FOUND, f"no such page: {raw_path}")
+        return self._error(HTTPStatus.NOT_FOUND, f"no such page: {raw_path}")
 
-    def _post(self) -> None:
-        raw_path = self.path.partition("?")[0]
-        studio = self.server.studio
-        if raw_path not in ("/api/reweight", "/api/export"):
-            self._error(HTTPStatus.NOT_FOUND, f"no such endpoint: {raw_path}")
-            return
-        body = self._body()
-        if not isinstance(body, dict):
-            raise BadRequest('send {"step": N, "settings": {...}}')
-        step = self._step(body.get("step"))
-        if raw_path == "/api/reweight":
-            self._json(HTTPStatus.OK, studio.view(step, body.get("settings")))
-        else:
-            self._json(HTTPStatus.OK, studio.export(step, body.get("settings")))
+    def _post(self, request):
+        path = request.path
+        if path not in ("/api/reweight", "/api/export"):
+            return self._error(HTTPStatus.NOT_FOUND, f"no such endpoint: {path}")
+        body = self._body(request)
+        step = parse_step(body.get("step"))
+        if path == "/api/reweight":
+            return self._json(self.studio.view(step, body.get("settings")))
+        return self._json(self.studio.export(step, body.get("settings")))
 
 
-class StudioServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, studio: Studio, host: str = "127.0.0.1", port: int = 8765):
-        self.studio = studio
-        self.loopback_only = host in _LOOPBACK
-        self.page = _page()
-        self.script = resource_path("studio", "studio.js").read_bytes()
-        super().__init__((host, port), StudioHandler)
-
-    @property
-    def url(self) -> str:
-        host, port = self.server_address[:2]
-        shown = f"[{host}]" if ":" in str(host) else host
-        return f"http://{shown}:{port}/"
+# A client that stops sending mid-request is dropped after this many seconds instead of holding a thread.
+REQUEST_TIMEOUT = 10.0
 
 
-def make_server(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8765) -> StudioServer:
-    """A studio server for ``run_dir`` (port 0: any free port); call ``serve_forever`` or run it in a thread."""
-    return StudioServer(Studio(run_dir), host, port)
+def _handler_class():
+    from werkzeug.serving import WSGIRequestHandler
+
+    class Handler(WSGIRequestHandler):
+        timeout = REQUEST_TIMEOUT
+
+        def log_request(self, code="-", size="-") -> None:
+            logger.debug("%s %s %s", self.address_string(), self.requestline, code)
+
+        def log_error(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
+            logger.debug("%s %s", self.address_string(), format % args)
+
+    return Handler
+
+
+def make_server(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8765):
+    """A studio server for ``run_dir`` (port 0: any free port); call ``serve_forever`` or run it in a thread.
+
+    A port in use or a host that cannot be listened on is a ``ValueError`` saying so."""
+    import errno
+    import socket
+
+    from werkzeug.serving import make_server as werkzeug_server
+
+    studio = Studio(run_dir)
+    app = StudioApp(studio, loopback_only=host in _LOOPBACK)
+    # The socket is bound here (Werkzeug exits the process when its own bind fails), then handed over.
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise ValueError(f"--host {host}: not an address this machine can listen on ({exc.strerror})") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(64)
+    except OSError as exc:
+        sock.close()
+        if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+            why = "already in use" if exc.errno == errno.EADDRINUSE else "not allowed for this user"
+            raise ValueError(f"--port {port}: {why} on {host}; choose another (or 0 for any free one)") from None
+        raise ValueError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    try:
+        server = werkzeug_server(
+            host, sock.getsockname()[1], app, threaded=True, request_handler=_handler_class(), fd=sock.fileno()
+        )
+    finally:
+        sock.close()  # Werkzeug listens on its own duplicate of the descriptor
+    server.daemon_threads = True
+    server.studio = studio
+    server.url = server_url(server)
+    return server
+
+
+def server_url(server) -> str:
+    host, port = server.server_address[:2]
+    shown = f"[{host}]" if ":" in str(host) else host
+    return f"http://{shown}:{port}/"
 
 
 def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8765, open_browser: bool = False) -> int:
@@ -412,6 +462,7 @@ def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8765, open_b
     # latency (10x slower on a busy 2-core machine, e.g. beside a training run).
     torch.set_num_threads(1)
     server = make_server(run_dir, host, port)
+    url = server_url(server)
     steps = server.studio.steps()
     print(f"nlft studio: {server.studio.run_dir}")
     print(
@@ -419,13 +470,13 @@ def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8765, open_b
         if steps
         else "  no snapshots yet: they appear as training writes them (--saliency_steps K)"
     )
-    print(f"  open {server.url}   (Ctrl-C stops)", flush=True)
+    print(f"  open {url}   (Ctrl-C stops)", flush=True)
     if host not in _LOOPBACK:
         print(f"  warning: listening on {host}, reachable from other machines", flush=True)
     if open_browser:
         import webbrowser
 
-        webbrowser.open(server.url)
+        webbrowser.open(url)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -135,18 +135,31 @@ RUN_ENTRIES = (RUN_FILE, CONFIG_FILE, ADAPTER_DIR, MODEL_DIR, "epochs", LOGS_DIR
                "reference_probs.pt", "base-model", "studio-weighting.yaml")  # fmt: skip
 
 
+def _only_ours(run_dir: Path) -> bool:
+    """Whether everything in ``run_dir`` is what a run writes (a start killed before run.json existed)."""
+    return all(e.name in RUN_ENTRIES or e.name.startswith(".") or re.fullmatch(r"checkpoint-\d+", e.name)
+               for e in run_dir.iterdir())  # fmt: skip
+
+
+def _finished(run_dir: Path) -> bool:
+    try:
+        return bool(json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8")).get("finished"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _resume_target(train_cfg: NLFTConfig, run_dir: Path) -> str | None:
     wanted = train_cfg.resume_from_checkpoint
+    is_run = (run_dir / RUN_FILE).exists()
     if wanted in (None, "", False):
-        if (run_dir / RUN_FILE).exists() and not train_cfg.overwrite_output_dir:
+        if is_run and not train_cfg.overwrite_output_dir:
             kind = "with checkpoints" if _checkpoints(run_dir) else "(no checkpoints to resume from)"
             how = "continue it with --resume_from_checkpoint last, " if _checkpoints(run_dir) else ""
             raise ValueError(
                 f"{run_dir} already holds a run {kind}: {how}replace it with --overwrite_output_dir true, "
                 "or choose another --output_dir"
             )
-        is_run = (run_dir / RUN_FILE).exists()
-        if run_dir.is_dir() and not is_run and any(run_dir.iterdir()) and not train_cfg.overwrite_output_dir:
+        if run_dir.is_dir() and not is_run and not _only_ours(run_dir) and not train_cfg.overwrite_output_dir:
             raise ValueError(
                 f"{run_dir} is not empty and holds no run: choose a new or empty --output_dir "
                 "(or --overwrite_output_dir true to write into it anyway)"
@@ -154,11 +167,15 @@ def _resume_target(train_cfg: NLFTConfig, run_dir: Path) -> str | None:
         return None
     if str(wanted).lower() in ("last", "true"):
         last = last_complete_checkpoint(run_dir)
-        if last is None:
-            raise ValueError(
-                f"--resume_from_checkpoint {wanted}: no complete checkpoint-N folder in {run_dir}"
-            )
-        return str(last)
+        if last is not None:
+            return str(last)
+        if not run_dir.exists() or (
+            run_dir.is_dir() and (is_run or _only_ours(run_dir)) and not _finished(run_dir)
+        ):
+            # Killed before its first checkpoint (or before it began): nothing to resume, so it starts again.
+            logger.warning("%s: no complete checkpoint yet; training starts from the beginning", run_dir)
+            return None
+        raise ValueError(f"--resume_from_checkpoint {wanted}: no complete checkpoint-N folder in {run_dir}")
     if not Path(wanted).is_dir():
         raise FileNotFoundError(f"--resume_from_checkpoint {wanted}: no such checkpoint folder")
     if not checkpoint_complete(Path(wanted)):

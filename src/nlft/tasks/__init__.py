@@ -17,6 +17,9 @@ from pathlib import Path
 
 from .base import Task
 
+# The first 50 GSM8K test questions, shipped in the package (not the training records ``records.SAMPLE_RECORDS``).
+SAMPLE_QUESTIONS_SPEC = "nlft:sample"
+
 __all__ = ["Task", "get_task", "task_names"]
 
 
@@ -32,12 +35,17 @@ def task_names() -> tuple[str, ...]:
 
 
 def get_task(spec: str | os.PathLike, *, gsm8k_dir: str | os.PathLike | None = None) -> Task | None:
-    """The task ``spec`` names — a registered name (``gsm8k``, ``mini-math``) or a folder of GSM8K-style
-    ``<split>.jsonl`` files — or None when it names neither (a question file or a Hugging Face dataset)."""
+    """The task ``spec`` names — a registered name (``gsm8k``, ``mini-math``), ``nlft:sample`` (the 50 GSM8K test
+    questions shipped in the package) or a folder of GSM8K-style ``<split>.jsonl`` files — or None when it names
+    none of these (a question file or a Hugging Face dataset)."""
     from .gsm8k import GSM8KTask
 
     registry = _registry()
     text = str(spec)
+    if text == SAMPLE_QUESTIONS_SPEC:
+        from ..tiny import SAMPLE_GSM8K_TEST
+
+        return GSM8KTask(SAMPLE_GSM8K_TEST)
     if text == GSM8KTask.name:
         return GSM8KTask(gsm8k_dir)
     if text in registry:

@@ -28,5 +28,8 @@ class GSM8KTask(Task):
         return load_gsm8k(split, self.source, limit=limit)
 
     def check_split(self, split: str) -> None:
-        if self.source is not None and not (self.source / f"{split}.jsonl").is_file():
+        if self.source is not None and self.source.is_file():
+            if split != "test":
+                raise ValueError(f"{self.source}: holds GSM8K test questions only (split 'test'), not '{split}'")
+        elif self.source is not None and not (self.source / f"{split}.jsonl").is_file():
             raise FileNotFoundError(f"{self.source}: no {split}.jsonl (GSM8K split '{split}')")
