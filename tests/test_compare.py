@@ -139,3 +139,22 @@ def test_runs_differing_only_in_method_share_a_colour():
     ]
     assert pair_colors(curves) == ["C0", "C0", "C1", "C1"]
     assert pair_colors([Curve("a", "nlft", "x/alpha", []), Curve("b", "nlft", "x/beta", [])]) == ["C0", "C1"]
+
+
+def test_damaged_summaries_and_run_files_are_named(tmp_path, capsys):
+    run = make_run(tmp_path, "nlft-50", "nlft", {0: 2, 1: 4})
+    summary = next((run / "eval").glob("*/summary.json"))
+    summary.write_text('{"accuracy": ')
+    with pytest.raises(SystemExit) as info:
+        main(["compare", str(run), "--out", str(tmp_path / "cmp")])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and str(summary) in err and "damaged evaluation summary" in err
+    summary.write_text('{"protocol": "paper"}')
+    with pytest.raises(SystemExit):
+        main(["compare", str(run), "--out", str(tmp_path / "cmp")])
+    assert "damaged evaluation summary (no accuracy" in capsys.readouterr().err
+    (run / "run.json").write_text("[")
+    with pytest.raises(SystemExit):
+        main(["compare", str(run), "--out", str(tmp_path / "cmp")])
+    assert "run.json" in capsys.readouterr().err
+    assert not (tmp_path / "cmp").exists()

@@ -609,3 +609,22 @@ def test_pending_counts_what_is_left_without_a_model(tmp_path):
         pending(PaperProtocol(), data, tmp_path, EvalSettings(max_new_tokens=3))
     s = evaluate(None, PaperProtocol(), data, tmp_path, EvalSettings(limit=2), progress=False)
     assert s["this_run"]["resumed"] == 2 and s["correct"]["strict"] == 1
+
+
+def test_eval_takes_the_shared_back_end_options_and_its_timeout_bounds_a_dripping_server(tmp_path, monkeypatch, capsys):
+    import time
+
+    from .fake_openai import FakeOpenAI
+
+    monkeypatch.setenv("NLFT_EVAL_KEY", "sk-eval-key-000000000")
+    with FakeOpenAI(lambda text: "#### 1", lambda text, attempt: "drip", api_key="sk-eval-key-000000000") as server:
+        started = time.monotonic()
+        with pytest.raises(SystemExit) as info:
+            main([
+                "eval", "served", "--backend", "openai", "--base-url", server.url, "--api-key-env", "NLFT_EVAL_KEY",
+                "--data", "nlft:sample", "--limit", "2", "--timeout", "1", "--max-retries", "0", "--concurrency", "2",
+                "--out", str(tmp_path / "e"), "--quiet",
+            ])  # fmt: skip
+        took = time.monotonic() - started
+    assert info.value.code == 1 and took < 15, took  # both requests cut off at 1 s, reported as failed
+    assert "timed out" in capsys.readouterr().out
