@@ -69,17 +69,17 @@ class Settings:
     max_positions: int = 1024
     steps: int = 1200
     batch_tokens: int = 12_000  # padded tokens per optimizer step, after the shared prompt prefix
-    lr: float = 2e-3
+    lr: float = 1.5e-3
     warmup: int = 100
     # Warm-up, then a constant rate: the model at step N does not depend on how long the run was planned, so
     # stopping at N (where test accuracy is in range) is the same as planning N steps.
     min_lr_ratio: float = 1.0
     weight_decay: float = 0.1
     grad_clip: float = 1.0
-    mix: dict[str, float] = field(default_factory=lambda: {"base": 0.5, "std": 0.2, "judge": 0.3})
+    mix: dict[str, float] = field(default_factory=lambda: {"base": 0.6, "std": 0.15, "judge": 0.25})
     threads: int = 2
     eval_every: int = 200
-    eval_questions: int = 200
+    eval_questions: int = 100
     tokenizer_problems: int = 3000
 
 

@@ -611,13 +611,17 @@ def test_pending_counts_what_is_left_without_a_model(tmp_path):
     assert s["this_run"]["resumed"] == 2 and s["correct"]["strict"] == 1
 
 
-def test_eval_takes_the_shared_back_end_options_and_its_timeout_bounds_a_dripping_server(tmp_path, monkeypatch, capsys):
+def test_eval_takes_the_shared_back_end_options_and_its_timeout_bounds_a_dripping_server(
+    tmp_path, monkeypatch, capsys
+):
     import time
 
     from .fake_openai import FakeOpenAI
 
     monkeypatch.setenv("NLFT_EVAL_KEY", "sk-eval-key-000000000")
-    with FakeOpenAI(lambda text: "#### 1", lambda text, attempt: "drip", api_key="sk-eval-key-000000000") as server:
+    with FakeOpenAI(
+        lambda text: "#### 1", lambda text, attempt: "drip", api_key="sk-eval-key-000000000"
+    ) as server:
         started = time.monotonic()
         with pytest.raises(SystemExit) as info:
             main([

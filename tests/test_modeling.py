@@ -90,3 +90,41 @@ def test_damaged_adapter_and_run_files_are_named(tiny_run, tmp_path):
     (adapter / "adapter_config.json").write_text("[1, 2")
     code, err = cli("merge", str(adapter), "--out", str(tmp_path / "m"))
     assert code == 2 and "adapter_config.json" in err and "damaged" in err
+
+
+@pytest.mark.parametrize(
+    ("arch", "expected"),
+    [
+        ("llama", ["down_proj", "gate_proj", "up_proj"]),
+        ("gemma2", ["down_proj", "gate_proj", "up_proj"]),
+        ("qwen2", ["down_proj", "gate_proj", "up_proj"]),
+        ("phi3", ["down_proj", "gate_up_proj"]),
+        ("gpt2", r".*\.(mlp)\.(c_fc|c_proj)"),
+    ],
+)
+def test_default_lora_targets_are_the_mlp_projections_of_every_architecture(arch, expected):
+    from peft import LoraConfig, get_peft_model
+
+    from nlft.modeling import lora_targets
+    from nlft.tiny import build_tiny_architecture
+
+    model = build_tiny_architecture(arch)
+    targets = lora_targets(model, None)
+    assert targets == expected
+    adapted = get_peft_model(model, LoraConfig(r=2, target_modules=targets))
+    wrapped = {n.rsplit(".lora_A", 1)[0] for n, _ in adapted.named_parameters() if ".lora_A" in n}
+    assert wrapped and all(
+        ".mlp." in n for n in wrapped
+    )  # the MLP, and only the MLP (GPT-2's attn.c_proj not)
+    per_layer = {n.split(".mlp.")[1] for n in wrapped}
+    assert per_layer == ({"c_fc", "c_proj"} if arch == "gpt2" else set(expected))
+
+
+def test_lora_targets_that_match_nothing_are_refused():
+    from nlft.modeling import lora_targets
+    from nlft.tiny import build_tiny_architecture
+
+    with pytest.raises(ValueError, match="gate_proj, up_proj match no module of Phi3ForCausalLM"):
+        lora_targets(build_tiny_architecture("phi3"), ["gate_proj", "up_proj", "down_proj"])
+    with pytest.raises(ValueError, match="gate_proj, up_proj, down_proj match no module of GPT2LMHeadModel"):
+        lora_targets(build_tiny_architecture("gpt2"), ["gate_proj", "up_proj", "down_proj"])

@@ -373,3 +373,22 @@ def test_the_tiny_model_works_in_sample(tmp_path):
     )  # fmt: skip
     assert code == 0, err
     assert [r["model"] for r in read_jsonl(out)] == ["nlft:tiny", "nlft:tiny"]
+
+
+def test_extra_body_reaches_the_server_and_identical_samples_at_temperature_are_warned_about(
+    tmp_path, monkeypatch, questions, caplog
+):
+    out = tmp_path / "s.jsonl"
+    with FakeOpenAI(gold_replies(questions, right={0}), api_key=KEY) as server:  # replies ignore the temperature
+        monkeypatch.setenv("NLFT_TEST_KEY", KEY)
+        with caplog.at_level("WARNING", logger="nlft"):
+            code, err = _cli(
+                "sample", str(SAMPLE_GSM8K_TEST), "--split", "test", "--limit", "2", "--samples", "2",
+                "--temperature", "0.8", "--backend", "openai", "--model", "served", "--base-url", server.url,
+                "--api-key-env", "NLFT_TEST_KEY", "--extra-body", '{"do_sample": true}', "--out", str(out),
+                "--no-progress",
+            )  # fmt: skip
+        bodies = list(server.bodies)
+    assert code == 0, err
+    assert all(body.get("do_sample") is True for body in bodies) and len(bodies) == 4
+    assert "identical" in caplog.text and "do_sample" in caplog.text

@@ -122,3 +122,58 @@ def test_lora_gradients_through_score_responses_equal_full_logits():
         if p.requires_grad:
             assert torch.allclose(lean[name], p.grad, atol=1e-6), name
     assert F.mse_loss(scored.logp.double().sum(), full.detach()) < 1e-10
+
+
+def test_scaled_and_softcapped_heads_take_the_lean_path_with_exact_weight_gradients():
+    class Cfg:
+        final_logit_softcapping = 3.0
+        logit_scale = 0.5
+
+    torch.manual_seed(2)
+    head = nn.Linear(8, 30, bias=True).double()
+    hidden = torch.randn(9, 8, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 30, (9,))
+    upstream = torch.randn(9, dtype=torch.float64)
+    got = token_logprobs(hidden, head, targets, chunk_size=4, config=Cfg())
+    assert type(got.grad_fn).__name__ == "_LinearTokenLogProbBackward"  # no recompute fallback
+    (got.double() * upstream).sum().backward()
+    grads = hidden.grad.clone(), head.weight.grad.clone(), head.bias.grad.clone()
+    hidden.grad = None
+    head.zero_grad()
+    logits = 3.0 * torch.tanh(head(hidden) * 0.5 / 3.0)
+    want = torch.log_softmax(logits, -1).gather(1, targets[:, None]).squeeze(1)
+    (want * upstream).sum().backward()
+    assert torch.allclose(got.double(), want, atol=1e-6)
+    for a, b in zip(grads, (hidden.grad, head.weight.grad, head.bias.grad)):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize("arch", ["gemma2", "gpt2", "qwen3", "phi3"])
+def test_full_fine_tuning_gradients_through_the_model_equal_full_logits(arch):
+    """Inside the model's own forward, on architectures with tied, soft-capped or Conv1D heads and layers."""
+    from nlft.tiny import build_tiny_architecture
+
+    torch.manual_seed(0)
+    model = (
+        build_tiny_architecture(arch, seed=5).double().eval()
+    )  # no dropout: the two passes see one function
+    ids = torch.randint(10, 4000, (2, 12))
+    mask = torch.ones_like(ids)
+    mask[1, 9:] = 0
+    scored = score_responses(model, ids, mask, [4, 3], [8, 6], chunk_size=5)
+    (scored.logp.sum() + scored.anchor).backward()
+    lean = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    logits = model(input_ids=ids, attention_mask=mask).logits.double()
+    full = (
+        torch.log_softmax(logits[0, 3:11], -1).gather(1, ids[0, 4:12, None]).sum()
+        + torch.log_softmax(logits[1, 2:8], -1).gather(1, ids[1, 3:9, None]).sum()
+    )
+    full.backward()
+    assert torch.allclose(scored.logp.double().sum(), full.detach(), atol=1e-5)  # log-probs are float32
+    moved = 0
+    for name, p in model.named_parameters():
+        if p.grad is not None:
+            assert torch.allclose(lean[name], p.grad, atol=1e-6, rtol=1e-5), name
+            moved += int(p.grad.abs().sum() > 0)
+    assert moved == len(lean) > 5  # the head (tied to the embedding where it is) and the final norm included

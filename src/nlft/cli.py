@@ -551,13 +551,17 @@ def run_train(argv: Sequence[str]) -> int:
     wanted = get_method(data.method).settings_class
     own = next((s for s in settings if wanted is not None and isinstance(s, wanted)), None)
     result = train(data, model, args, method_settings=own)
+    from .distributed import end_process_group
+
+    end_process_group()
     last = next((h for h in reversed(result.log_history) if "loss" in h), {})
     print(
         f"{result.method}: {result.global_step} steps on {result.records} records in {result.seconds:.0f}s"
         + (f", last logged loss {last['loss']:.4g}" if "loss" in last else "")
         + (f"; {result.skipped} records skipped" if result.skipped else "")
     )
-    print(f"run folder: {result.run_dir} (adapter/, epochs/, logs/, run.json, config.yaml)")
+    final = "adapter/" if (result.run_dir / "adapter").is_dir() else "model/"
+    print(f"run folder: {result.run_dir} ({final}, epochs/, logs/, run.json, config.yaml)")
     return 0
 
 

@@ -83,8 +83,11 @@ class ModelConfig(TrlModelConfig):
     )
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha (reference: 16)."})
     lora_target_modules: list[str] | None = field(
-        default_factory=lambda: ["gate_proj", "up_proj", "down_proj"],
-        metadata={"help": "Modules that get LoRA adapters (reference: gate_proj up_proj down_proj)."},
+        default=None,
+        metadata={
+            "help": "Modules that get LoRA adapters. Default: the MLP projections of the architecture (the reference's "
+            "gate_proj up_proj down_proj on Llama; gate_up_proj down_proj on Phi-3; c_fc c_proj of GPT-2's MLP)."
+        },
     )
     trust_remote_code: bool = field(
         default=False, metadata={"help": "Run model code from the hub (off unless you trust it)."}

@@ -62,13 +62,22 @@ class NLFTMethod(Method):
     def build_trainer(self, job: TrainingJob):
         import datasets
 
-        from .trainer import NLFTCollator, NLFTTrainer, reference_cache
+        from .runs import REFERENCE_PROBS_FILE
+        from .trainer import NLFTCollator, NLFTTrainer, load_reference_cache, records_fingerprint
 
         collator = NLFTCollator(job.tokenizer.pad_token_id)
-        cache = None
+        cached: dict = {}
         if job.args.reference_probs == "cached":
-            job.model.to(job.args.device)
-            cache = reference_cache(job.model, job.records, collator, job.args, job.run_dir, job.base_name)
+            # Read back when the run already has them (a resumed run); otherwise the trainer computes them at its
+            # first step, through the prepared model, on every process.
+            path = job.run_dir / REFERENCE_PROBS_FILE
+            fingerprint = records_fingerprint(job.records, job.base_name)
+            cached = dict(
+                reference_cache=load_reference_cache(path, fingerprint),
+                reference_records=job.records,
+                reference_file=path,
+                reference_fingerprint=fingerprint,
+            )
         return NLFTTrainer(
             model=job.model,
             args=job.args,
@@ -76,7 +85,7 @@ class NLFTMethod(Method):
             data_collator=collator,
             processing_class=job.tokenizer,
             callbacks=job.callbacks,
-            reference_cache=cache,
+            **cached,
         )
 
 

@@ -165,3 +165,54 @@ def free_accelerator_memory() -> None:
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+# Parent module names under which transformers models keep their MLP projections.
+_MLP_PARENTS = ("mlp", "feed_forward", "ffn", "ffwd", "mlp_block")
+
+
+def _linear_leaves(model) -> list[str]:
+    """Names of the weight-matrix leaf modules (``nn.Linear``, GPT-2's ``Conv1D``) outside the output head."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    out = []
+    for name, module in model.named_modules():
+        if module is head or any(True for _ in module.children()):
+            continue
+        if type(module).__name__ in ("Linear", "Conv1D"):
+            out.append(name)
+    return out
+
+
+def lora_targets(model, requested: list[str] | str | None) -> list[str] | str:
+    """The LoRA ``target_modules`` for ``model``. None (the default) means the MLP projections, whatever the
+    architecture calls them (Llama's gate/up/down_proj, Phi-3's fused gate_up_proj, GPT-2's c_fc/c_proj); a
+    name given that matches no module is an error, never a silently smaller adapter."""
+    leaves = _linear_leaves(model)
+    arch = type(model).__name__
+    mlp = [n for n in leaves if any(part in _MLP_PARENTS for part in n.split(".")[:-1])]
+    mlp_names = sorted({n.rsplit(".", 1)[-1] for n in mlp})
+    if requested is None:
+        if not mlp:
+            raise ValueError(
+                f"{arch}: no MLP projections found for the default LoRA targets; name them with --lora_target_modules"
+            )
+        elsewhere = {n.rsplit(".", 1)[-1] for n in leaves if n not in mlp}
+        if elsewhere & set(mlp_names):  # GPT-2: c_proj is also the attention's output
+            parents = sorted({n.split(".")[-2] for n in mlp})
+            return rf".*\.({'|'.join(parents)})\.({'|'.join(mlp_names)})"
+        return mlp_names
+    if isinstance(requested, str):
+        if requested == "all-linear":
+            return requested
+        import re
+
+        if not any(re.fullmatch(requested, n) for n in leaves):
+            raise ValueError(f"lora_target_modules {requested!r} matches no module of {arch}")
+        return requested
+    missing = [t for t in requested if not any(n == t or n.endswith("." + t) for n in leaves)]
+    if missing:
+        raise ValueError(
+            f"lora_target_modules: {', '.join(missing)} match no module of {arch} (its MLP projections are "
+            f"{', '.join(mlp_names) or 'not found'}; leave the setting out to adapt them)"
+        )
+    return list(requested)

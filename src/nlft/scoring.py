@@ -4,14 +4,19 @@ NLFT needs, for every response token, log P(y_t | prompt, y_<t) under up to thre
 hidden state that predicts it. The authors' code kept a full-vocabulary fp32 softmax of all three sequences
 for backward. Here:
 
-* the model runs as usual (through its own ``forward``, so DDP, FSDP and PEFT wrappers see the call), with
-  ``logits_to_keep=1`` so that it computes no logits of its own; a forward hook on the decoder takes the final
-  hidden states;
-* the output head is applied only at the positions that predict response tokens, a chunk of tokens at a time,
-  so at most ``[chunk, vocab]`` logits exist at once, whatever the batch;
-* for a plain linear head, d log p / d h = W[y] - softmax(hW) W is formed inside each forward chunk and kept
-  (``[tokens, hidden]``, the size of h itself), so backward needs neither the logits nor a recompute;
-  heads with soft-capping or scaling fall back to per-chunk activation checkpointing;
+* the model runs as usual, through its own ``forward`` (so DDP, FSDP, DeepSpeed and PEFT wrappers see one
+  ordinary call), and its output head computes NLFT's numbers **inside that forward**: while ``score_responses``
+  runs, the head's ``forward`` takes the final hidden states, picks the positions that predict response tokens
+  and returns their log-probabilities (``_LeanHead``). The head's parameters are therefore used where every
+  engine has gathered them (FSDP2 unshards a unit for its forward, ZeRO-3 fetches a module's parameters for its
+  forward), and its backward hooks fire in the usual order: the model's output — a zero placeholder the lean
+  values flow into, added to the loss as ``Scored.anchor`` — is what backward starts from, so engines re-gather
+  the head (full fine-tuning) before its gradient is computed, and release it after the final norm's backward;
+* the head is applied only at those positions, a chunk of tokens at a time, so at most ``[chunk, vocab]``
+  logits exist at once, whatever the batch;
+* d log p / d h is formed inside each forward chunk and kept (``[tokens, hidden]``, the size of h itself), so
+  backward needs neither the logits nor a recompute; soft-capped (Gemma 2) and scaled (Cohere, Granite) heads
+  take the same path, their transform differentiated analytically;
 * scoring passes (X_std, X_judge) run under ``torch.no_grad``.
 """
 
@@ -52,11 +57,21 @@ def _head_transform(config) -> tuple[float | None, float]:
     return cap, scale
 
 
+def _transformed(z: torch.Tensor, cap: float | None, scale: float) -> torch.Tensor:
+    """The model's logits from the head's output ``z`` (float32, transformed in place): scaled, soft-capped."""
+    if scale != 1.0:
+        z.mul_(scale)
+    if cap:
+        z.div_(cap).tanh_().mul_(cap)
+    return z
+
+
 class _LinearTokenLogProb(torch.autograd.Function):
-    """log_softmax(h W^T + b)[y] row by row, chunked; gradient for h (and W, b when they train)."""
+    """log_softmax(T(h W^T + b))[y] row by row, chunked, with T the model's logit transform (scale, soft-cap);
+    gradient for h (and W, b when they train)."""
 
     @staticmethod
-    def forward(ctx, h, weight, bias, targets, chunk):
+    def forward(ctx, h, weight, bias, targets, chunk, cap, scale):
         n = h.shape[0]
         out = torch.empty(n, dtype=torch.float32, device=h.device)
         want_h = ctx.needs_input_grad[0]
@@ -65,17 +80,24 @@ class _LinearTokenLogProb(torch.autograd.Function):
             e = min(s + chunk, n)
             # One [chunk, vocab] buffer, transformed in place: the element-wise passes over it cost as much as the
             # matmul when each allocates a fresh tensor of that size.
-            logits = F.linear(h[s:e], weight, bias).float()
+            logits = _transformed(F.linear(h[s:e], weight, bias).float(), cap, scale)
+            capped = logits.clone() if (want_h and cap) else None  # cap * tanh(.), for the tanh' factor
             logits.sub_(logits.amax(dim=-1, keepdim=True))  # shifted: exp can't overflow
             target = logits.gather(1, targets[s:e, None]).squeeze(1)
             total = logits.exp_().sum(dim=-1)
             out[s:e] = target - total.log()
             if want_h:
-                probs = logits.div_(total[:, None]).to(weight.dtype)
-                dh[s:e] = (weight[targets[s:e]] - probs @ weight).to(h.dtype)
+                coeff = logits.div_(total[:, None]).neg_()  # d log p / d logits = onehot - softmax
+                coeff.scatter_add_(1, targets[s:e, None], torch.ones_like(target)[:, None])
+                if cap:
+                    coeff.mul_(capped.div_(cap).square_().neg_().add_(1.0))  # d cap*tanh(u/cap) / du = 1 - tanh^2
+                    del capped
+                if scale != 1.0:
+                    coeff.mul_(scale)
+                dh[s:e] = (coeff.to(weight.dtype) @ weight).to(h.dtype)
             del logits
         want_w = ctx.needs_input_grad[1] or (bias is not None and ctx.needs_input_grad[2])
-        ctx.chunk = chunk
+        ctx.chunk, ctx.cap, ctx.scale = chunk, cap, scale
         ctx.has_bias = bias is not None
         ctx.save_for_backward(
             dh, h if want_w else None, weight if want_w else None, bias if want_w else None, targets
@@ -99,32 +121,49 @@ class _LinearTokenLogProb(torch.autograd.Function):
                 e = min(s + ctx.chunk, h.shape[0])
                 hc = h[s:e].float()
                 g = grad_out[s:e].float()
-                probs = torch.softmax(F.linear(h[s:e], weight, bias).float(), dim=-1)
-                coeff = -probs * g[:, None]  # d/dlogits of g * logp: g * (onehot - probs)
+                logits = _transformed(F.linear(h[s:e], weight, bias).float(), ctx.cap, ctx.scale)
+                coeff = -torch.softmax(logits, dim=-1) * g[:, None]  # d/dlogits of g * logp: g * (onehot - probs)
                 coeff.scatter_add_(1, targets[s:e, None], g[:, None])
+                if ctx.cap:
+                    coeff.mul_(1.0 - (logits / ctx.cap).square_())
+                if ctx.scale != 1.0:
+                    coeff.mul_(ctx.scale)
                 gw += coeff.T @ hc
                 if gb is not None:
                     gb += coeff.sum(0)
             grad_w = gw.to(weight.dtype) if ctx.needs_input_grad[1] else None
             grad_b = gb.to(bias.dtype) if gb is not None and ctx.needs_input_grad[2] else None
-        return grad_h, grad_w, grad_b, None, None
+        return grad_h, grad_w, grad_b, None, None, None, None
+
+
+def _plain_linear(head: nn.Module) -> bool:
+    """A head whose computation is ``F.linear(h, head.weight, head.bias)`` on plain tensors (FSDP2's
+    ``FSDPLinear`` is one while its unit is unsharded; PEFT's LoRA layers are not)."""
+    weight = getattr(head, "weight", None)
+    return isinstance(head, nn.Linear) and isinstance(weight, torch.Tensor) and type(weight).__name__ in (
+        "Parameter",
+        "Tensor",
+    )
 
 
 def token_logprobs(
     hidden: torch.Tensor, head: nn.Module, targets: torch.Tensor, *, chunk_size: int = 1024, config=None
 ) -> torch.Tensor:
-    """log P(target | hidden) for each row of ``hidden`` ``[N, H]`` through the output ``head``; float32 ``[N]``."""
+    """log P(target | hidden) for each row of ``hidden`` ``[N, H]`` through the output ``head`` (and the model's
+    logit transform, from ``config``); float32 ``[N]``. Called where the head's parameters are usable: inside
+    the head's forward during ``score_responses``, or on a bare module."""
     if hidden.shape[0] == 0:
         return hidden.new_zeros(0, dtype=torch.float32)
     cap, scale = _head_transform(config) if config is not None else (None, 1.0)
-    plain = type(head) is nn.Linear and cap is None and scale == 1.0
-    if plain:
-        return _LinearTokenLogProb.apply(hidden, head.weight, head.bias, targets, chunk_size)
+    if _plain_linear(head):
+        return _LinearTokenLogProb.apply(hidden, head.weight, head.bias, targets, chunk_size, cap, scale)
+
+    # Any other head (a LoRA layer on the head, a custom class): its own forward, without module hooks, a chunk at
+    # a time, recomputed in backward instead of keeping [chunk, vocab] logits.
+    compute = type(head).forward
 
     def chunk_fn(h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        logits = head(h).float() * scale
-        if cap:
-            logits = cap * torch.tanh(logits / cap)
+        logits = _transformed(compute(head, h).float(), cap, scale)
         return logits.gather(1, y[:, None]).squeeze(1) - torch.logsumexp(logits, dim=-1)
 
     parts = []
@@ -137,17 +176,34 @@ def token_logprobs(
 
 
 @contextmanager
-def _capture_final_hidden(decoder: nn.Module):
+def _lean_head(lm: nn.Module, rows: torch.Tensor, cols: torch.Tensor, targets: torch.Tensor, chunk_size: int):
+    """While the model runs, its output head computes the log-probabilities of ``targets`` from the hidden states
+    at (``rows``, ``cols``) instead of the logits, and leaves them in the yielded dict ("logp", "hidden").
+
+    The head's forward is swapped on the instance, so the module is still *called* by the model's forward: every
+    engine's hooks on it run as for any forward. What it returns to the model is a ``[batch, 1, 1]`` zero that
+    depends on the lean values, so that the model's own logit post-processing runs on something harmless and
+    backward from the model's output reaches the head first (see the module docstring)."""
+    head = lm.get_output_embeddings()
+    if head is None:
+        raise ValueError(f"{type(lm).__name__} has no output head (get_output_embeddings): not a causal LM")
     box: dict[str, torch.Tensor] = {}
+    before = head.__dict__.get("forward")
 
-    def hook(_module, _args, output):
-        box["h"] = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+    def forward(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        selected = x[rows.to(x.device), cols.to(x.device)]
+        logp = token_logprobs(selected, head, targets.to(x.device), chunk_size=chunk_size, config=lm.config)
+        box["logp"], box["hidden"] = logp, selected.detach()
+        return logp.new_zeros((x.shape[0], 1, 1)).to(x.dtype) + (0.0 * logp.sum()).to(x.dtype)
 
-    handle = decoder.register_forward_hook(hook)
+    head.forward = forward
     try:
         yield box
     finally:
-        handle.remove()
+        if before is None:
+            del head.forward
+        else:
+            head.forward = before
 
 
 @dataclass
@@ -157,6 +213,9 @@ class Scored:
     logp: torch.Tensor  # [N] float32
     hidden: torch.Tensor | None  # [N, H] detached final hidden states that predict each token
     lengths: list[int]  # response tokens per row
+    # A zero, with gradient, that passes through the model's output: add it to the loss so that backward
+    # starts where engines expect it to (their pre-backward hooks on the model's outputs).
+    anchor: torch.Tensor | None = None
 
     def split(self) -> list[torch.Tensor]:
         return list(torch.split(self.logp, self.lengths))
@@ -190,18 +249,13 @@ def score_responses(
     """Run ``model`` on right-padded sequences and score their response tokens.
 
     Gradient flows when it is enabled by the caller (the X_base training pass); wrap scoring passes in
-    ``torch.no_grad()``.
+    ``torch.no_grad()``. With gradient, add ``Scored.anchor`` to the loss.
     """
     lm = causal_lm(model)
-    decoder = lm.get_decoder()
-    with _capture_final_hidden(decoder) as box:
-        model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=1, use_cache=False)
-    hs = box.pop("h")
-    rows, cols = response_index(prompt_lens, response_lens, hs.device)
-    selected = hs[rows, cols]
-    targets = input_ids.to(hs.device)[rows, cols + 1]
-    del hs
-    logp = token_logprobs(
-        selected, lm.get_output_embeddings(), targets, chunk_size=chunk_size, config=lm.config
-    )
-    return Scored(logp, selected.detach() if want_hidden else None, list(response_lens))
+    rows, cols = response_index(prompt_lens, response_lens, input_ids.device)
+    targets = input_ids[rows, cols + 1]
+    with _lean_head(lm, rows, cols, targets, chunk_size) as box:
+        # logits_to_keep=0: the head is handed every position (a view), and picks the response ones itself.
+        out = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=0, use_cache=False)
+    anchor = out.logits.sum() * 0.0 if torch.is_grad_enabled() else None
+    return Scored(box["logp"], box["hidden"] if want_hidden else None, list(response_lens), anchor)

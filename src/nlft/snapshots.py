@@ -155,9 +155,9 @@ class SaliencySnapshots(TrainerAware):
     """Every ``every`` optimizer steps (and at the start and the end of training) stores a ``Snapshot`` of the
     probe records in ``RUN/saliency/``, scored by the trainer's own ``score_batch``.
 
-    The model is scored in eval mode without gradient, so dropout does not make the snapshot random, and only
-    by the main process, on the unwrapped model (no collective operation runs, the others wait at the next
-    step). ``nlft.train`` binds the ``NLFTTrainer``.
+    The model is scored in eval mode without gradient, so dropout does not make the snapshot random, by every
+    process alike — under sharded engines (FSDP, ZeRO-3) each forward gathers parameters from all of them — and
+    the main process writes the file. ``nlft.train`` binds the ``NLFTTrainer``.
     """
 
     def __init__(
@@ -174,7 +174,7 @@ class SaliencySnapshots(TrainerAware):
         self.every = every
         self._last_step: int | None = None
 
-    def snapshot(self, step: int, epoch: float | None) -> Path:
+    def snapshot(self, step: int, epoch: float | None, write: bool = True) -> Path | None:
         trainer = self.trainer
         if trainer is None or not hasattr(trainer, "score_batch"):
             raise RuntimeError("SaliencySnapshots needs its NLFTTrainer (set .trainer)")
@@ -196,23 +196,24 @@ class SaliencySnapshots(TrainerAware):
             reference_probs=trainer.args.reference_probs,
         )
         self._last_step = step
+        if not write:
+            return None
         path = write_snapshot(self.run_dir, snap)
         logger.debug("saliency snapshot of step %d: %s", step, path)
         return path
 
     def on_train_begin(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            self.snapshot(state.global_step, state.epoch)
+        self.snapshot(state.global_step, state.epoch, write=state.is_world_process_zero)
         return control
 
     def on_step_end(self, args, state, control, **kwargs):
-        if state.is_world_process_zero and state.global_step % self.every == 0:
-            self.snapshot(state.global_step, state.epoch)
+        if state.global_step % self.every == 0:
+            self.snapshot(state.global_step, state.epoch, write=state.is_world_process_zero)
         return control
 
     def on_train_end(self, args, state, control, **kwargs):
-        if state.is_world_process_zero and self._last_step != state.global_step:
-            self.snapshot(state.global_step, state.epoch)
+        if self._last_step != state.global_step:
+            self.snapshot(state.global_step, state.epoch, write=state.is_world_process_zero)
         return control
 
 

@@ -68,3 +68,43 @@ def save_tiny_model(path: str | Path, seed: int = 0, **config_kwargs) -> Path:
     build_tiny_model(seed, **config_kwargs).save_pretrained(path)
     load_tokenizer().save_pretrained(path)
     return path
+
+
+# Tiny configs of other architectures (same tokenizer), for tests of what differs between them: tied and soft-
+# capped heads (Gemma 2), Conv1D MLPs and tied embeddings (GPT-2), fused MLP projections (Phi-3), Qwen 2.
+ARCHITECTURES = ("llama", "gemma2", "gpt2", "phi3", "qwen2", "qwen3")
+
+
+def build_tiny_architecture(arch: str, seed: int = 0, hidden_size: int = 64):
+    """A tiny random-weight causal LM of ``arch`` (one of ``ARCHITECTURES``) over the project's tokenizer."""
+    import torch
+    import transformers
+
+    tok = load_tokenizer()
+    common = dict(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                  pad_token_id=tok.pad_token_id)  # fmt: skip
+    layers = dict(hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024)  # fmt: skip
+    if arch == "llama":
+        return build_tiny_model(seed, hidden_size=hidden_size)
+    if arch == "gpt2":
+        config = transformers.GPT2Config(
+            n_embd=hidden_size, n_layer=2, n_head=4, n_positions=1024, resid_pdrop=0.0, embd_pdrop=0.0,
+            attn_pdrop=0.0, **common,
+        )  # fmt: skip
+    elif arch == "gemma2":
+        config = transformers.Gemma2Config(
+            head_dim=hidden_size // 4, final_logit_softcapping=30.0, attn_logit_softcapping=50.0,
+            tie_word_embeddings=True, **layers, **common,
+        )  # fmt: skip
+    elif arch == "phi3":
+        config = transformers.Phi3Config(tie_word_embeddings=False, **layers, **common)
+    elif arch == "qwen2":
+        config = transformers.Qwen2Config(tie_word_embeddings=False, **layers, **common)
+    elif arch == "qwen3":
+        config = transformers.Qwen3Config(head_dim=hidden_size // 4, tie_word_embeddings=False, **layers, **common)
+    else:
+        raise ValueError(f"architecture {arch!r}: choose from {', '.join(ARCHITECTURES)}")
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return transformers.AutoModelForCausalLM.from_config(config)

@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from .config import DataConfig, ModelConfig, NLFTConfig
+from .distributed import check_engine_in_effect, check_launch
 from .jsonl import atomic_write_json, atomic_write_text
 from .methods import Method, TrainingJob, get_method
 from .modeling import MINI_MODEL, TINY_MODEL
@@ -81,6 +82,7 @@ def check_request(data: DataConfig, model_cfg: ModelConfig, train_cfg: NLFTConfi
             "check the launcher (accelerate launch --multi_gpu / torchrun) and --use_cpu"
         )
     _check_quantization(model_cfg)
+    check_launch(train_cfg, use_peft=model_cfg.use_peft)
     return method
 
 
@@ -261,6 +263,10 @@ def load_training_model(model_cfg: ModelConfig, train_cfg: NLFTConfig, run_dir: 
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=bool(train_cfg.gradient_checkpointing)
         )
+    if model_cfg.use_peft:
+        from .modeling import lora_targets
+
+        model_cfg.lora_target_modules = lora_targets(model, model_cfg.lora_target_modules)
     peft_config = get_peft_config(model_cfg)
     if peft_config is not None:
         model = get_peft_model(model, peft_config)
@@ -497,6 +503,7 @@ def train(
 
     job.callbacks = _run_callbacks(job, method, callbacks)
     trainer = method.build_trainer(job)
+    check_engine_in_effect(trainer)
     for cb in job.callbacks:
         if isinstance(cb, TrainerAware):
             cb.bind(trainer)

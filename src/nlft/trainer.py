@@ -25,7 +25,7 @@ from transformers import Trainer, TrainerCallback
 from .loss import record_loss
 from .prompts import EncodedRecord
 from .runs import EPOCHS_DIR
-from .scoring import REFERENCE_PROBS, Scored, score_responses
+from .scoring import REFERENCE_PROBS, score_responses
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +92,15 @@ class RecordScores:
     p_judge: torch.Tensor | None  # wrong records only
     hidden: torch.Tensor  # X_base final hidden states predicting each token (detached)
     p_judge_grad: torch.Tensor | None = None  # incorrect_sft: judge
+
+
+class BatchScores(list):
+    """The ``RecordScores`` of a batch, in batch order, and the anchor of its training pass (``Scored.anchor``):
+    a zero with gradient that the loss adds, so backward starts at the model's output."""
+
+    def __init__(self, records=(), anchor: torch.Tensor | None = None):
+        super().__init__(records)
+        self.anchor = anchor
 
 
 def records_fingerprint(records: Sequence[EncodedRecord], model_name: str) -> str:
@@ -181,16 +190,31 @@ def compute_reference_cache(
     return cache
 
 
-def _score(model, inputs: dict, kind: str, chunk_size: int, rows: list[int] | None = None) -> Scored:
-    lens = inputs["response_lens"] if rows is None else [inputs["response_lens"][i] for i in rows]
-    return score_responses(
-        model,
-        inputs[f"{kind}_input_ids"],
-        inputs[f"{kind}_attention_mask"],
-        inputs[f"{kind}_prompt_lens"],
-        lens,
-        chunk_size=chunk_size,
-    )
+def _pass(inputs: dict, parts: list[tuple[str, int]], pad_id: int = 0):
+    """One padded batch of the (kind, record row) sequences in ``parts``: (input_ids, attention_mask,
+    prompt_lens, response_lens). The sequences of one forward: the X_base rows (and, with ``incorrect_sft: judge``,
+    the X_judge rows) of the training pass, or the X_std and X_judge rows of the scoring pass."""
+    judge_at = {row: i for i, row in enumerate(inputs["judge_rows"])}
+    seqs, prompt_lens, response_lens = [], [], []
+    for kind, row in parts:
+        i = judge_at[row] if kind == "judge" else row
+        mask = inputs[f"{kind}_attention_mask"][i]
+        seqs.append(inputs[f"{kind}_input_ids"][i, : int(mask.sum())])
+        prompt_lens.append(inputs[f"{kind}_prompt_lens"][i])
+        response_lens.append(inputs["response_lens"][row])
+    width = max(len(x) for x in seqs)
+    ids = seqs[0].new_full((len(seqs), width), pad_id)
+    mask = torch.zeros_like(ids)
+    for r, x in enumerate(seqs):
+        ids[r, : len(x)] = x
+        mask[r, : len(x)] = 1
+    return ids, mask, prompt_lens, response_lens
+
+
+def _score_pass(model, inputs: dict, parts, chunk_size: int, *, want_hidden: bool = False) -> list[torch.Tensor]:
+    ids, mask, prompt_lens, response_lens = _pass(inputs, parts)
+    scored = score_responses(model, ids, mask, prompt_lens, response_lens, want_hidden=want_hidden, chunk_size=chunk_size)
+    return scored
 
 
 def scoring_probs(
@@ -203,7 +227,8 @@ def scoring_probs(
 ) -> tuple[list[torch.Tensor], dict[int, torch.Tensor]]:
     """p_std for every record and p_judge for the wrong ones (by batch row), by ``reference_probs`` (Q6).
 
-    ``net`` is the unwrapped model: these passes take no gradient, so DDP/FSDP wrappers need not see them.
+    One forward without gradient scores the X_std and X_judge sequences together: every process runs exactly
+    one, whatever mix of records its batch holds, so sharded engines see the same collectives everywhere.
     """
     rows = inputs["judge_rows"]
     if reference_probs == "cached":
@@ -215,15 +240,16 @@ def scoring_probs(
         return p_std, {r: entries[r]["judge"].to(device) for r in rows}
     check_reference_probs(reference_probs, net)
     adapter_off = net.disable_adapter() if reference_probs == "initial" else nullcontext()
+    n = len(inputs["ids"])
+    parts = [("std", r) for r in range(n)] + [("judge", r) for r in rows]
     was_training = net.training
     net.eval()  # scoring probabilities without dropout
     try:
         with torch.no_grad(), adapter_off:
-            p_std = [lp.exp() for lp in _score(net, inputs, "std", chunk_size).split()]
-            judge = _score(net, inputs, "judge", chunk_size, rows).split() if rows else []
+            probs = [lp.exp() for lp in _score_pass(net, inputs, parts, chunk_size).split()]
     finally:
         net.train(was_training)
-    return p_std, {r: lp.exp() for r, lp in zip(rows, judge)}
+    return probs[:n], dict(zip(rows, probs[n:]))
 
 
 def batch_scores(
@@ -235,22 +261,20 @@ def batch_scores(
     chunk_size: int = 1024,
     judge_grad: bool = False,
     scoring_model=None,
-) -> list[RecordScores]:
-    """Each record's inputs to the weighting and the loss, from a collated batch (``NLFTCollator``).
+) -> BatchScores:
+    """Each record's inputs to the weighting and the loss, from a collated batch (``NLFTCollator``), with the
+    anchor to add to the loss (``BatchScores.anchor``, from ``Scored.anchor``; None without gradient).
 
-    The X_base pass runs through ``model`` (with gradient when enabled: the training pass); the scoring passes
-    through ``scoring_model`` (default ``model``). ``judge_grad`` adds the X_judge pass with gradient
-    (``incorrect_sft: judge``). ``NLFTTrainer.score_batch`` and ``nlft saliency`` both call this.
+    The X_base pass runs through ``model`` (with gradient when enabled: the training pass), joined in one forward
+    by the X_judge sequences when ``judge_grad`` (``incorrect_sft: judge``); the scoring pass through
+    ``scoring_model`` (default ``model``). ``NLFTTrainer.score_batch`` and ``nlft saliency`` both call this.
     """
-    base = score_responses(
-        model,
-        inputs["base_input_ids"],
-        inputs["base_attention_mask"],
-        inputs["base_prompt_lens"],
-        inputs["response_lens"],
-        want_hidden=True,
-        chunk_size=chunk_size,
-    )
+    n = len(inputs["ids"])
+    rows = inputs["judge_rows"] if judge_grad else []
+    parts = [("base", r) for r in range(n)] + [("judge", r) for r in rows]
+    base = _score_pass(model, inputs, parts, chunk_size, want_hidden=True)
+    logps, hiddens = base.split(), base.split_hidden()
+    judge_with_grad = {r: lp.exp() for r, lp in zip(rows, logps[n:])}
     p_std, p_judge = scoring_probs(
         scoring_model if scoring_model is not None else model,
         inputs,
@@ -258,22 +282,21 @@ def batch_scores(
         reference_cache=reference_cache,
         chunk_size=chunk_size,
     )
-    judge_with_grad: dict[int, torch.Tensor] = {}
-    if judge_grad and inputs["judge_rows"]:
-        scored = _score(model, inputs, "judge", chunk_size, inputs["judge_rows"]).split()
-        judge_with_grad = {r: lp.exp() for r, lp in zip(inputs["judge_rows"], scored)}
-    return [
-        RecordScores(
-            inputs["ids"][r],
-            inputs["correct"][r],
-            logp.exp(),
-            p_std[r],
-            p_judge.get(r),
-            hidden,
-            judge_with_grad.get(r),
-        )
-        for r, (logp, hidden) in enumerate(zip(base.split(), base.split_hidden()))
-    ]
+    return BatchScores(
+        (
+            RecordScores(
+                inputs["ids"][r],
+                inputs["correct"][r],
+                logps[r].exp(),
+                p_std[r],
+                p_judge.get(r),
+                hiddens[r],
+                judge_with_grad.get(r),
+            )
+            for r in range(n)
+        ),
+        anchor=base.anchor,
+    )
 
 
 class NLFTTrainer(Trainer):
@@ -282,14 +305,47 @@ class NLFTTrainer(Trainer):
     # compute_loss normalises by the records of the whole accumulated batch itself.
     loss_is_scaled_for_ga = True
 
-    def __init__(self, *args, reference_cache: dict[str, dict[str, torch.Tensor]] | None = None, **kwargs):
+    def __init__(
+        self,
+        *args,
+        reference_cache: dict[str, dict[str, torch.Tensor]] | None = None,
+        reference_records: Sequence[EncodedRecord] | None = None,
+        reference_file: str | Path | None = None,
+        reference_fingerprint: str = "",
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.weighting = self.args.weighting()
         self.reference_cache = reference_cache
-        if self.args.reference_probs == "cached" and reference_cache is None:
-            raise ValueError("reference_probs=cached needs the cached probabilities (see nlft.train)")
+        self._reference = (list(reference_records or []), reference_file, reference_fingerprint)
+        if self.args.reference_probs == "cached" and reference_cache is None and not reference_records:
+            raise ValueError("reference_probs=cached needs the cached probabilities or the records to compute them")
         self._sums: dict[str, float] = defaultdict(float)
         self._counts: dict[str, int] = defaultdict(int)
+
+    def _ensure_reference_cache(self, model) -> None:
+        """``reference_probs: cached``: the base model's p_std/p_judge of every record, computed at the first step
+        through the prepared model, by every process alike (sharded engines need every rank in every forward);
+        the main process stores them with the run."""
+        if self.args.reference_probs != "cached" or self.reference_cache is not None:
+            return
+        import io
+
+        from .jsonl import atomic_write_bytes
+
+        records, path, fingerprint = self._reference
+        self.reference_cache = compute_reference_cache(
+            self.accelerator.unwrap_model(model),
+            records,
+            self.data_collator,
+            batch_size=self.args.per_device_eval_batch_size,
+            chunk_size=self.args.logits_chunk_size,
+            progress=self.is_world_process_zero() and not self.args.disable_tqdm,
+        )
+        if path is not None and self.is_world_process_zero():
+            buffer = io.BytesIO()
+            torch.save({"fingerprint": fingerprint, "records": self.reference_cache}, buffer)
+            atomic_write_bytes(path, buffer.getvalue())
 
     # -- normalisation ------------------------------------------------------------------------------------------
     def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> torch.Tensor | None:
@@ -302,12 +358,13 @@ class NLFTTrainer(Trainer):
         return count
 
     # -- the loss ------------------------------------------------------------------------------------------------
-    def score_batch(self, model, inputs: dict) -> list[RecordScores]:
+    def score_batch(self, model, inputs: dict) -> BatchScores:
         """Everything the weighting and the loss need for each record of a collated batch.
 
         ``compute_loss`` and the saliency snapshots (``nlft studio``) both call this, so the weights a snapshot
         shows are the trainer's weights for that record at that step.
         """
+        self._ensure_reference_cache(model)
         return batch_scores(
             model,
             inputs,
@@ -320,8 +377,9 @@ class NLFTTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         args = self.args
-        total = None
-        for rec in self.score_batch(model, inputs):
+        scores = self.score_batch(model, inputs)
+        total = scores.anchor
+        for rec in scores:
             out = record_loss(
                 rec.correct,
                 rec.p_base,
@@ -379,38 +437,19 @@ class NLFTTrainer(Trainer):
         super().log(logs, start_time)
 
 
-def reference_cache(model, encoded, collator, args, run_dir: Path, base_name: str):
-    """The run's cached reference probabilities (``reference_probs: cached``): read from the run folder when they
-    belong to these records and this base model, else computed once with the base model and stored."""
-    import io
-
-    from accelerate import PartialState
-
-    from .jsonl import atomic_write_bytes
-    from .runs import REFERENCE_PROBS_FILE
-
-    path = run_dir / REFERENCE_PROBS_FILE
-    fingerprint = records_fingerprint(encoded, base_name)
-    state = PartialState()
-    with state.main_process_first():
-        stored = torch.load(path, weights_only=True) if path.exists() else None
-        if stored is not None and stored.get("fingerprint") == fingerprint:
-            return stored["records"]
-        if stored is not None:
-            logger.warning("%s belongs to other records or another model; computing it again", path)
-        if state.is_main_process:
-            cache = compute_reference_cache(
-                model,
-                encoded,
-                collator,
-                batch_size=args.per_device_eval_batch_size,
-                chunk_size=args.logits_chunk_size,
-            )
-            buffer = io.BytesIO()
-            torch.save({"fingerprint": fingerprint, "records": cache}, buffer)
-            atomic_write_bytes(path, buffer.getvalue())
-            return cache
-    return torch.load(path, weights_only=True)["records"]
+def load_reference_cache(path: Path, fingerprint: str) -> dict[str, dict[str, torch.Tensor | None]] | None:
+    """The cached reference probabilities stored in ``path``, if they belong to ``fingerprint`` (records + model)."""
+    if not path.is_file():
+        return None
+    try:
+        stored = torch.load(path, weights_only=True)
+    except Exception as exc:  # a damaged file is recomputed, not trusted
+        logger.warning("%s: unreadable (%s); computing it again", path, exc)
+        return None
+    if not isinstance(stored, dict) or stored.get("fingerprint") != fingerprint:
+        logger.warning("%s belongs to other records or another model; computing it again", path)
+        return None
+    return stored["records"]
 
 
 class TrainerAware(TrainerCallback):

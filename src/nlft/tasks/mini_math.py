@@ -104,11 +104,11 @@ class Difficulty:
 
     min_steps: int = 1
     max_steps: int = 4
-    max_start: int = 60
-    max_change: int = 40  # numbers added or taken away
-    max_count: int = 9  # packs, and the boxes of a share
-    max_each: int = 12  # things per pack
-    max_value: int = 500  # no intermediate result above this
+    max_start: int = 30
+    max_change: int = 20  # numbers added or taken away
+    max_count: int = 5  # packs, and the boxes of a share
+    max_each: int = 9  # things per pack
+    max_value: int = 99  # no intermediate result above this: two-digit arithmetic, learnable on a laptop
 
 
 @dataclass(frozen=True)
@@ -234,7 +234,7 @@ def generate(rng: random.Random, difficulty: Difficulty = Difficulty()) -> Probl
             elif kind == "pack":
                 step = Step("pack", rng.randint(2, d.max_count), rng.randint(2, d.max_each))
             elif kind == "times":
-                step = Step("times", rng.choice([2, 2, 3, 4]))
+                step = Step("times", rng.choice([2, 2, 3]))
             elif kind == "half":
                 if q % 2 or q < 4:
                     continue
