@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from nlft.loss import correct_loss, incorrect_loss, record_loss, weighted_nll
-from nlft.weighting import WeightingConfig, cluster_mask, token_weights
+from nlft.weighting import WeightingConfig, token_weights
 
 from .conftest import SHARED
 
@@ -63,50 +63,6 @@ def test_parity_with_reference_cases(index):
     assert loss.item() == pytest.approx(exp["loss"], rel=1e-6, abs=1e-12)
     assert p_base.grad.tolist() == pytest.approx(exp["grad_p_base"], rel=1e-6, abs=1e-9)
     assert len(exp["salient"]) == case["n"]
-
-
-def naive_cluster(hidden, seeds, mode, radius):
-    """The reference's walk, one comparison at a time (what the vectorised version must equal)."""
-    n = hidden.shape[0]
-    out = set()
-    for i in [int(j) for j in torch.nonzero(seeds).flatten()]:
-        center = hidden[i]
-        for step in (-1, 1):
-            j = i + step
-            while 0 <= j < n:
-                d = 1 - torch.nn.functional.cosine_similarity(center[None], hidden[j][None]).item()
-                if not ((d > radius) if mode == "distance" else (d <= radius)):
-                    break
-                out.add(j)
-                center = (center + hidden[j]) / 2
-                j += step
-        out.add(i)
-    mask = torch.zeros(n, dtype=torch.bool)
-    mask[sorted(out)] = True
-    return mask
-
-
-@pytest.mark.parametrize("mode", ["distance", "similarity"])
-@pytest.mark.parametrize("seed", range(6))
-def test_vectorised_clustering_equals_the_reference_walk(mode, seed):
-    g = torch.Generator().manual_seed(seed)
-    n, d = 90, 12
-    # Anisotropic states (a shared direction plus noise) give walks of every length, not just 0 or n.
-    base = torch.randn(d, generator=g, dtype=torch.float64)
-    hidden = base * torch.rand(n, 1, generator=g, dtype=torch.float64) * 2 + torch.randn(
-        n, d, generator=g, dtype=torch.float64
-    )
-    seeds = torch.rand(n, generator=g) < 0.15
-    for sync_every in (1, 3, 16):
-        got = cluster_mask(hidden, seeds, mode, 0.4, sync_every=sync_every)
-        assert got.tolist() == naive_cluster(hidden, seeds, mode, 0.4).tolist()
-
-
-def test_cluster_off_and_no_seeds():
-    hidden = torch.randn(5, 4)
-    seeds = torch.tensor([False, True, False, False, False])
-    assert cluster_mask(hidden, seeds, "off").tolist() == seeds.tolist()
-    assert not cluster_mask(hidden, torch.zeros(5, dtype=torch.bool)).any()
 
 
 def test_zero_probabilities_stay_finite():

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
+
+from nlft.clustering import cluster_mask
 
 ClusterMode = Literal["distance", "similarity", "off"]
 CLUSTER_MODES = ("distance", "similarity", "off")
@@ -304,82 +305,6 @@ class TokenWeights:
     def salient_fraction(self) -> float:
         """|S| / n: the confirmed fraction of a correct record, the blamed fraction of a wrong one."""
         return float(self.salient.sum()) / max(self.n, 1)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Clustering (section 5)
-# --------------------------------------------------------------------------------------------------------------
-
-
-def cluster_mask(
-    hidden: torch.Tensor,
-    seeds: torch.Tensor,
-    mode: ClusterMode = "distance",
-    radius: float = 0.4,
-    *,
-    sync_every: int = 16,
-) -> torch.Tensor:
-    """Expand the seed mask into phrases over the hidden states (docs/method.md section 5).
-
-    For each seed i the reference walks left, then right (the running centre carried over), absorbing
-    neighbour j while the criterion holds and moving the centre to (centre + h_j) / 2. Walks from different
-    seeds are independent, so here they all advance together, one neighbour per step, each turning right as
-    soon as its own left walk stops. The host looks at the device only at steps 1, 2, 4, 8, then every
-    ``sync_every`` steps — to drop finished walks and to stop once the mask is full — where the reference
-    synchronised once per comparison (Q7). The result is the reference's.
-    """
-    seeds = seeds.to(torch.bool)
-    n = seeds.shape[0]
-    if mode == "off" or n == 0:
-        return seeds.clone()
-    if mode not in CLUSTER_MODES:
-        raise ValueError(f"unknown cluster mode {mode!r}")
-    h = hidden.detach()
-    if h.dtype in (torch.float16, torch.bfloat16):
-        h = h.float()
-    origin = seeds.nonzero().squeeze(1)
-    if origin.numel() == 0:
-        return seeds.clone()
-    hits = seeds.to(torch.int32)
-    center = h[origin].clone()
-    step = torch.full_like(origin, -1)
-    pos = origin - 1
-    alive = pos >= 0
-    # A seed at position 0 has no left neighbour: its walk starts going right.
-    turn = ~alive
-    pos = torch.where(turn, origin + 1, pos)
-    step = torch.where(turn, torch.ones_like(step), step)
-    alive = alive | (turn & (pos < n))
-    i, check = 0, 0
-    while True:
-        if i == check:
-            # The only host syncs: drop finished walks, and stop once nothing can change the mask.
-            keep = alive.nonzero().squeeze(1)
-            if keep.numel() == 0 or bool(hits.all()):
-                break
-            if keep.numel() < alive.numel():
-                center, pos, step, origin, alive = (
-                    center[keep],
-                    pos[keep],
-                    step[keep],
-                    origin[keep],
-                    alive[keep],
-                )
-            check = 2 * check if 0 < check < sync_every else check + (1 if check == 0 else sync_every)
-        safe = pos.clamp(0, n - 1)
-        neighbour = h[safe]
-        cos = F.cosine_similarity(center, neighbour, dim=-1)
-        take = ((1.0 - cos > radius) if mode == "distance" else (1.0 - cos <= radius)) & alive
-        hits.scatter_add_(0, safe, take.to(torch.int32))
-        center = torch.where(take.unsqueeze(1), (center + neighbour) / 2, center)
-        ahead = pos + step
-        go_on = take & (ahead >= 0) & (ahead < n)
-        turn = alive & ~go_on & (step < 0)  # a left walk that stopped turns right, centre carried over
-        pos = torch.where(go_on, ahead, torch.where(turn, origin + 1, pos))
-        step = torch.where(turn, torch.ones_like(step), step)
-        alive = go_on | (turn & (origin + 1 < n))
-        i += 1
-    return hits > 0
 
 
 # --------------------------------------------------------------------------------------------------------------
