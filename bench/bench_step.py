@@ -60,7 +60,8 @@ PRESETS = {
         dtype="bfloat16",
     ),
 }
-METHODS = ("parts", "sft", "sft-plain", "nlft-live", "nlft-cached", "naive")
+METHODS = ("parts", "sft", "sft-plain", "sft-lean", "nlft-live", "nlft-cached", "naive")
+SWEEP_METHODS = ("parts", "sft-lean", "nlft-live", "nlft-cached")  # --lengths: what the length sweep compares
 MIX = (False, True, True)  # correct? for the three records of the 1:2 wrong:correct cycle
 
 
@@ -103,7 +104,7 @@ def build(preset: dict, device: str):
     torch.manual_seed(0)
     cfg = LlamaConfig(
         **{k: v for k, v in preset.items() if k not in ("prompt", "response", "dtype")},
-        max_position_embeddings=4096, tie_word_embeddings=False, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+        max_position_embeddings=max(4096, preset["prompt"] + preset["response"]), tie_word_embeddings=False, pad_token_id=0, bos_token_id=1, eos_token_id=2,
     )  # fmt: skip
     dtype = getattr(torch, preset["dtype"])
     with torch.device(device):
@@ -281,6 +282,20 @@ def make_steps(method: str, preset: dict, device: str) -> dict:
 
         return {method: step}
 
+    if method == "sft-lean":
+        # SFT's loss through the lean head: the training pass NLFT-cached adds its weights to, without the hidden
+        # states clustering needs.
+        def lean_step(i):
+            b = batches[i % 3]
+            model.train()
+            s = score_responses(
+                model, b["base_input_ids"], b["base_attention_mask"], b["base_prompt_lens"], b["response_lens"]
+            )
+            (-s.logp.mean() + s.anchor).backward()
+            optimizer_step()
+
+        return {method: lean_step}
+
     if method == "parts":
         # One 1:2 cycle of each part: 3 training passes, 3 X_std forwards, 1 X_judge forward (the wrong record).
         def train_pass(i):
@@ -294,7 +309,7 @@ def make_steps(method: str, preset: dict, device: str) -> dict:
                 b["response_lens"],
                 want_hidden=True,
             )
-            (-s.logp.mean()).backward()
+            (-s.logp.mean() + s.anchor).backward()
             optimizer_step()
 
         def forward(kind):
@@ -327,26 +342,47 @@ def measure_times(methods, preset: dict, device: str, rounds: int, warmup: int) 
     method in turn, so that a machine whose speed drifts slows all methods alike. Median over rounds."""
     import torch
 
+    import nlft.weighting
+
     steps = {}
     for m in methods:
         steps.update(make_steps(m, preset, device))
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    # The clustering's share of each step: the weighting calls it through its module, so time it there.
+    clustering = [0.0]
+    cluster_mask = nlft.weighting.cluster_mask
+
+    def timed_cluster_mask(*a, **k):
+        sync()
+        t0 = time.perf_counter()
+        out = cluster_mask(*a, **k)
+        sync()
+        clustering[0] += time.perf_counter() - t0
+        return out
+
+    nlft.weighting.cluster_mask = timed_cluster_mask
     for fn in steps.values():
         for i in range(3 * warmup):
             fn(i)
     cycles: dict[str, list[float]] = {name: [] for name in steps}
+    cluster: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(rounds):
         for name, fn in steps.items():
             sync()
-            t0 = time.perf_counter()
+            c0, t0 = clustering[0], time.perf_counter()
             for i in range(3):
                 fn(i)
             sync()
             cycles[name].append((time.perf_counter() - t0) / 3)
+            cluster[name].append((clustering[0] - c0) / 3)
     out = {name: statistics.median(v) for name, v in cycles.items()}
     if "parts:train_pass" in out:
         out["parts"] = out["parts:train_pass"] + out["parts:std_forward"] + out["parts:judge_forward"]
-    return {"per_step_s": out, "rounds": {k: v for k, v in cycles.items()}}
+    return {
+        "per_step_s": out,
+        "cluster_s": {name: statistics.median(v) for name, v in cluster.items() if any(v)},
+        "rounds": {k: v for k, v in cycles.items()},
+    }
 
 
 def measure_memory(method: str, preset: dict, device: str, warmup: int) -> float:
@@ -373,7 +409,9 @@ def child(args) -> None:
     import torch
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", os.cpu_count() or 1)))
-    preset = PRESETS[args.preset]
+    preset = dict(PRESETS[args.preset])
+    if args.response:
+        preset["response"] = args.response
     if args.method == "timing":
         result = measure_times([m for m in args.methods], preset, args.device, args.rounds, args.warmup)
     else:
@@ -398,7 +436,14 @@ def main() -> None:
         default=None,
         help="run one phase (timing keeps the saved memory figures)",
     )
+    parser.add_argument(
+        "--lengths",
+        type=int,
+        nargs="+",
+        help="response-length sweep instead: " + ", ".join(SWEEP_METHODS) + " at each length (e.g. 256 1024 4096)",
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--response", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--method", help=argparse.SUPPRESS)
     parser.add_argument("--json", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -412,10 +457,12 @@ def main() -> None:
         [str(Path(__file__).resolve().parents[1] / "src"), env.get("PYTHONPATH", "")]
     )
 
-    def run_child(what: str) -> dict:
+    def run_child(what: str, methods=None, response: int | None = None) -> dict:
         path = args.out / f"{args.preset}-{what}.json"
         cmd = [sys.executable, __file__, "--preset", args.preset, "--device", args.device, "--rounds", str(args.rounds),
-               "--warmup", str(args.warmup), "--method", what, "--json", str(path), "--methods", *args.methods]  # fmt: skip
+               "--warmup", str(args.warmup), "--method", what, "--json", str(path), "--methods", *(methods or args.methods)]  # fmt: skip
+        if response:
+            cmd += ["--response", str(response)]
         # Memory: large allocations as mmaps, so that a freed tensor leaves the resident set and peaks show.
         # Time: malloc's defaults, which reuse freed memory as a real run does (a fresh mmap per tensor would
         # add the page faults of whole buffers to every step).
@@ -423,6 +470,9 @@ def main() -> None:
         subprocess.run(cmd, check=True, env=child_env)
         return json.loads(path.read_text())
 
+    if args.lengths:
+        sweep(args, run_child)
+        return
     results: dict[str, dict] = {m: {} for m in args.methods}
     saved = args.out / f"{args.preset}-{args.device}.json"
     if args.only == "timing" and saved.exists():  # keep the memory figures of the last full run
@@ -444,6 +494,59 @@ def main() -> None:
     print(report)
     (args.out / f"{args.preset}-{args.device}.md").write_text(report + "\n")
     saved.write_text(json.dumps({"results": results, "rounds": timing["rounds"]}, indent=2))
+
+
+def sweep(args, run_child) -> None:
+    """The response-length sweep: at each length, the peak memory of each method in its own process, then the
+    methods' times interleaved in one process, as the plain run does."""
+    rows = {}
+    for n in args.lengths:
+        row: dict[str, dict] = {m: {} for m in SWEEP_METHODS}
+        for method in SWEEP_METHODS:
+            if method != "parts":
+                print(f"{n} tokens: peak memory of {method} ...", flush=True)
+                row[method]["peak_mb"] = run_child(method, [method], n)["peak_mb"]
+        print(f"{n} tokens: timing {', '.join(SWEEP_METHODS)}, interleaved ...", flush=True)
+        timing = run_child("timing", list(SWEEP_METHODS), n)
+        for name, value in timing["per_step_s"].items():
+            row.setdefault(name, {})["median_s"] = value
+        for name, value in timing["cluster_s"].items():
+            row[name]["cluster_s"] = value
+        rows[n] = row
+    report = render_sweep(rows, args)
+    print(report)
+    (args.out / f"{args.preset}-{args.device}-sweep.md").write_text(report + "\n")
+    (args.out / f"{args.preset}-{args.device}-sweep.json").write_text(json.dumps(rows, indent=2))
+
+
+def render_sweep(rows: dict, args) -> str:
+    preset = PRESETS[args.preset]
+    lines = [
+        f"## NLFT step against response length — preset {args.preset} on {args.device}",
+        "",
+        f"vocabulary {preset['vocab_size']}, hidden {preset['hidden_size']}, {preset['num_hidden_layers']} layers, "
+        f"prompt {preset['prompt']} tokens, batch 1, LoRA r16 gate/up/down, 1:2 wrong:correct mix; time: median "
+        f"over {args.rounds} interleaved rounds of one 1:2 cycle per method. parts = training pass (with hidden "
+        "states) + X_std forward + X_judge forward (one record in three); sft-lean = SFT's loss through the lean head.",
+        "",
+        "| response tokens | sft-lean s | parts s | nlft-live s | live / parts | nlft-cached s | cached / sft-lean "
+        "| clustering ms/step (live) | peak MiB sft-lean / live / cached |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for n, r in rows.items():
+        t = {m: r[m].get("median_s") for m in r}
+        peaks = " / ".join(f"{r[m]['peak_mb']:.0f}" for m in ("sft-lean", "nlft-live", "nlft-cached"))
+        lines.append(
+            f"| {n} | {t['sft-lean']:.3f} | {t['parts']:.3f} | {t['nlft-live']:.3f} | {t['nlft-live'] / t['parts']:.2f} "
+            f"| {t['nlft-cached']:.3f} | {t['nlft-cached'] / t['sft-lean']:.2f} "
+            f"| {1000 * r['nlft-live'].get('cluster_s', 0.0):.1f} | {peaks} |"
+        )
+    first, last = min(rows), max(rows)
+    if first != last:
+        lines += ["", f"peak memory {last}/{first} tokens (response length x{last / first:.0f}):"]
+        for m in ("sft-lean", "nlft-live", "nlft-cached"):
+            lines.append(f"- {m}: x{rows[last][m]['peak_mb'] / rows[first][m]['peak_mb']:.2f}")
+    return "\n".join(lines)
 
 
 def render(results: dict, args) -> str:

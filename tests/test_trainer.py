@@ -134,6 +134,10 @@ def test_logs_carry_loss_parts_and_weight_statistics(tmp_path):
             "1",
             "--num_train_epochs",
             "1",
+            # Random order mixes correct and wrong records in one batch; grouping by
+            # length would put each kind in a batch of its own.
+            "--train_sampling_strategy",
+            "random",
         )
     )
     logged = [h for h in result.log_history if "loss" in h]
@@ -425,3 +429,60 @@ def test_a_run_trained_with_a_relative_folder_is_read_from_anywhere(tmp_path, mo
     assert Path(run.data).is_file()
     net, _, found = load_model(work / "runs" / "rel")
     assert found.adapter == work / "runs" / "rel" / "adapter"
+
+
+def _varied_rows(n: int = 12):
+    """Records of widely different lengths (short and long questions and responses), half of them wrong."""
+    rows = []
+    for i in range(n):
+        k = 1 + (i * 7) % n  # lengths in a shuffled order
+        steps = "\n".join(f"{j}+{k} = {j + k}" for j in range(k))
+        row = {"id": f"r{i}", "question": f"Add {k} to each number below {k}. " * (1 + k // 4), "response": f"{steps}\n#### {k}",
+               "reference": f"#### {k}"}  # fmt: skip
+        if i % 2:
+            row["judgment"] = f"The last line is wrong: it should be {k + 1}."
+        rows.append(row)
+    return rows
+
+
+def test_length_grouped_batches_pad_less_and_leave_every_loss_unchanged(tmp_path):
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    rows = _varied_rows()
+    grouped, records, collator = build(tmp_path, "--per_device_train_batch_size", "2", rows=rows, name="g")
+    assert isinstance(grouped._get_train_sampler(), LengthGroupedSampler)  # the default with batches above 1
+    random_, _, _ = build(
+        tmp_path, "--per_device_train_batch_size", "2", "--train_sampling_strategy", "random", rows=rows, name="r"
+    )
+
+    def padded(trainer) -> float:
+        real = computed = 0
+        for batch in trainer.get_train_dataloader():
+            for kind in ("base", "std", "judge"):
+                if f"{kind}_attention_mask" in batch:
+                    mask = batch[f"{kind}_attention_mask"]
+                    real, computed = real + int(mask.sum()), computed + mask.numel()
+        return 1 - real / computed
+
+    torch.manual_seed(0)
+    p_random = sum(padded(random_) for _ in range(5)) / 5
+    p_grouped = sum(padded(grouped) for _ in range(5)) / 5
+    assert p_grouped < 0.7 * p_random, (p_grouped, p_random)
+    # Every grouped batch's loss is the mean of its records' losses alone: grouping changes the order only.
+    grouped.model.eval()
+    by_id = {r.id: r for r in records}
+    for batch in grouped.get_train_dataloader():
+        with torch.no_grad():
+            together = grouped.compute_loss(grouped.model, batch).item()
+        alone = [batch_loss(grouped, collator, [by_id[i]]) for i in batch["ids"]]
+        assert together == pytest.approx(sum(alone) / len(alone), rel=1e-5)
+
+
+def test_batch_one_keeps_the_random_order(tmp_path):
+    from torch.utils.data import RandomSampler
+
+    trainer, _, _ = build(tmp_path)
+    assert type(trainer._get_train_sampler()) is RandomSampler
+    from nlft.methods import sft_config
+
+    assert sft_config(trainer.args).train_sampling_strategy == "random"

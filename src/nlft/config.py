@@ -171,6 +171,15 @@ class NLFTConfig(TrainingArguments, WeightingConfig):
     report_to: None | str | list[str] = field(
         default="tensorboard", metadata={"help": "tensorboard (default), wandb, all or none."}
     )
+    train_sampling_strategy: str = field(
+        default="group_by_length",
+        metadata={
+            "help": "Record order: group_by_length (default: with per-device batches above 1, records of similar "
+            "length share a micro-batch so the three passes pad less; with batch 1 nothing is padded and the "
+            "order is random), random, sequential or batch_rebalance.",
+            "choices": ["group_by_length", "random", "sequential", "batch_rebalance"],
+        },
+    )
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Must stay false: the NLFT collator needs every column."}
     )

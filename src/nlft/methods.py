@@ -97,6 +97,8 @@ def sft_config(args):
     shared = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
     values = {name: getattr(args, name) for name in shared}
     values = {k: getattr(v, "value", v) for k, v in values.items()}
+    if values["train_sampling_strategy"] == "group_by_length" and values["per_device_train_batch_size"] == 1:
+        values["train_sampling_strategy"] = "random"  # as NLFTTrainer does: the same order for both methods
     return SFTConfig(**values, max_length=None, packing=False, dataset_kwargs={})
 
 

@@ -265,6 +265,11 @@ class EncodedRecord:
         """1 on response tokens (EOS included), 0 on the prompt."""
         return [0] * len(self.prompt_ids[kind]) + [1] * len(self.response_ids)
 
+    @property
+    def width(self) -> int:
+        """The longest of its sequences: the width it gives a padded pass (length-grouped sampling reads it)."""
+        return len(self.response_ids) + max(len(p) for p in self.prompt_ids.values())
+
     def to_features(self) -> dict[str, Any]:
         """Flat columns for a ``datasets.Dataset`` (absent judge prompt = empty list)."""
         return {
@@ -274,6 +279,7 @@ class EncodedRecord:
             "base_prompt_ids": self.prompt_ids["base"],
             "std_prompt_ids": self.prompt_ids["std"],
             "judge_prompt_ids": self.prompt_ids.get("judge", []),
+            "length": self.width,
         }
 
 

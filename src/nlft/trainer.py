@@ -181,8 +181,9 @@ def compute_reference_cache(
         return scoring_probs(model, batch, reference_probs=mode, chunk_size=chunk_size)
 
     cache: dict[str, dict[str, torch.Tensor | None]] = {}
+    by_width = sorted(records, key=lambda r: r.width)  # neighbours of similar length: little padding
     for part, (p_std, p_judge) in eval_batches(
-        model, records, collator, score, batch_size=batch_size, progress=progress, desc="reference probs"
+        model, by_width, collator, score, batch_size=batch_size, progress=progress, desc="reference probs"
     ):
         for i, rec in enumerate(part):
             judge = p_judge.get(i)
@@ -346,6 +347,14 @@ class NLFTTrainer(Trainer):
             buffer = io.BytesIO()
             torch.save({"fingerprint": fingerprint, "records": self.reference_cache}, buffer)
             atomic_write_bytes(path, buffer.getvalue())
+
+    def _get_train_sampler(self, train_dataset=None):
+        if self.args.train_sampling_strategy == "group_by_length" and self.args.per_device_train_batch_size == 1:
+            # One record per micro-batch pads nothing; grouping would only sort the order. (sft_config agrees.)
+            from torch.utils.data import RandomSampler
+
+            return RandomSampler(train_dataset if train_dataset is not None else self.train_dataset)
+        return super()._get_train_sampler(train_dataset)
 
     # -- normalisation ------------------------------------------------------------------------------------------
     def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> torch.Tensor | None:
