@@ -189,7 +189,7 @@ class _Clusterer:
                 break
             done = [j >= n or (stop is not None and stop(j)) for j in pos]
             if any(done):
-                for j, m, x in zip(pos, walkers, range(len(pos))):
+                for x, m in enumerate(walkers):
                     if done[x]:
                         ends[m] = (C[x], 0.0)
                         if phase == "L":
