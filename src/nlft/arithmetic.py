@@ -209,7 +209,7 @@ class Claim:
         }
 
 
-_ANNOTATION_RE = re.compile(r"<<([^<>]*)>>")
+ANNOTATION_RE = re.compile(r"<<([^<>]*)>>")
 _DISPLAYED_RE = re.compile(r"\s*(\$?\s?-?(?:" + _NUMBER + r")%?)(?!\d|/\d)")
 
 # Tokens of inline arithmetic (spaces skipped). "x" is a multiplication sign only between numbers (see _tokens).
@@ -420,7 +420,7 @@ def _shift(claim: Claim, offset: int) -> Claim:
 def annotation_claims(text: str) -> list[Claim]:
     """Claims of the calculator annotations ``<<expr=value>>`` and of the number displayed right after each."""
     claims: list[Claim] = []
-    for m in _ANNOTATION_RE.finditer(text):
+    for m in ANNOTATION_RE.finditer(text):
         parts = m.group(1).split("=")
         if len(parts) < 2:
             continue
@@ -447,7 +447,7 @@ def annotation_claims(text: str) -> list[Claim]:
 
 def strip_annotations(text: str) -> str:
     """The text a reader sees: calculator annotations removed."""
-    return _ANNOTATION_RE.sub("", text)
+    return ANNOTATION_RE.sub("", text)
 
 
 def claims(text: str) -> list[Claim]:
@@ -460,7 +460,7 @@ def claims(text: str) -> list[Claim]:
     shown_chars: list[str] = []
     origin: list[int] = []
     pos = 0
-    for m in [*_ANNOTATION_RE.finditer(text), None]:
+    for m in [*ANNOTATION_RE.finditer(text), None]:
         stop = m.start() if m else len(text)
         shown_chars.append(text[pos:stop])
         origin.extend(range(pos, stop))
@@ -531,7 +531,7 @@ def _numbers(text: str) -> list[tuple[str, Fraction]]:
 def _values_in(text: str) -> set[Fraction]:
     """Every number of a solution: the numbers written, and the values its annotations compute."""
     values = {v for _, v in _numbers(strip_annotations(text))}
-    for m in _ANNOTATION_RE.finditer(text):
+    for m in ANNOTATION_RE.finditer(text):
         for part in m.group(1).split("="):
             try:
                 values.add(evaluate(part))

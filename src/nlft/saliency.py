@@ -93,15 +93,24 @@ class Report:
     weighting: WeightingConfig
 
 
-def make_report(
-    out: str | Path,
+@dataclass
+class Scored:
+    """Records scored by a model as the trainer scores them, with what they were scored under."""
+
+    records: list[ProbeRecord]
+    texts: dict[str, Record]
+    tokenizer: Any
+    weighting: WeightingConfig
+    details: dict[str, Any]
+    name: str
+
+
+def score_data(
+    model: str,
     *,
-    model: str | None = None,
-    snapshot: str | None = None,
-    step: int | None = None,
     data: str | None = None,
     split: str | None = None,
-    limit: int | None = 8,
+    limit: int | None = None,
     templates: str | None = None,
     chat_template: str | None = None,
     eos_token: str | None = None,
@@ -113,19 +122,70 @@ def make_report(
     device: str | None = None,
     batch_size: int = 4,
     progress: bool = True,
-) -> Report:
-    """Score records with ``model`` (or read a training ``snapshot``), weigh them, write an HTML report.
+) -> Scored:
+    """Load ``model`` and score the records of ``data`` with it (``score_records``).
 
     A run folder as ``model`` supplies what it trained with — data, templates, max_length, the weighting and
     where p_std/p_judge came from (``cached`` ones came from the frozen base model: ``initial`` here) — unless
     given here. The weighting is then laid over with the ``weighting`` YAML and the ``overrides``.
     """
+    from .modeling import load_model
+    from .prompts import RecordEncoder
+    from .records import load_records, resolve_records_spec
+    from .runs import is_run
+
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit must be at least 1, got {limit}")
+    trained = run_settings(model) if is_run(model) else {}
+    data = data or trained.get("data")
+    if not data:
+        raise ValueError("no records: pass --data (a records file, or nlft:sample)")
+    base = _weighting_of(trained) if trained else WeightingConfig()
+    cfg = resolve_weighting(base, weighting, overrides)
+    if reference_probs is None:
+        reference_probs = "initial" if trained.get("reference_probs") in ("initial", "cached") else "live"
+    texts = load_records(resolve_records_spec(data), split=split or trained.get("data_split"))[:limit]
+    if not texts:
+        raise ValueError(f"{data}: holds no records to show")
+    net, tokenizer, weights = load_model(model, dtype=dtype, device=device)
+    encoder = RecordEncoder(
+        tokenizer,
+        templates or trained.get("templates") or "math",
+        max_length=max_length or trained.get("max_length") or 2048,
+        on_overlong="error",
+        chat_template=chat_template or trained.get("chat_template"),
+        eos_token=eos_token or trained.get("eos_token"),
+    )
+    encoded = encoder.encode_all(texts).records
+    by_id = {t.id: t for t in texts}
+    records = score_records(
+        net, tokenizer, encoded, by_id, reference_probs=reference_probs, batch_size=batch_size, progress=progress
+    )
+    adapter = f" + {weights.adapter}" if weights.adapter else ""
+    details = {"model": f"{weights.base_model}{adapter}", "data": data, "reference probs": reference_probs}
+    return Scored(records, by_id, tokenizer, cfg, details, Path(str(model)).name)
+
+
+def make_report(
+    out: str | Path,
+    *,
+    model: str | None = None,
+    snapshot: str | None = None,
+    step: int | None = None,
+    limit: int | None = 8,
+    weighting: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    **scoring: Any,
+) -> Report:
+    """Score records with ``model`` (``score_data``, which takes the other keywords) or read a training
+    ``snapshot``; weigh them and write an HTML report."""
     from .files import check_output_file
     from .jsonl import atomic_write_text
     from .visualisation import render_report
 
     if (model is None) == (snapshot is None):
         raise ValueError("give either a model (--model) or a training snapshot (--snapshot), not both")
+    data = scoring.get("data")
     check_output_file(out, inputs=(data,) if data else ())
     if limit is not None and limit < 1:
         raise ValueError(f"--limit must be at least 1, got {limit}")
@@ -137,49 +197,50 @@ def make_report(
         details = {"snapshot": path, "step": snap.step, "reference probs": snap.reference_probs}
         title = f"NLFT saliency: training snapshot, step {snap.step}"
     else:
-        from .modeling import load_model
-        from .prompts import RecordEncoder
-        from .records import load_records, resolve_records_spec
-        from .runs import is_run
-
-        trained = run_settings(model) if is_run(model) else {}
-        data = data or trained.get("data")
-        if not data:
-            raise ValueError("no records: pass --data (a records file, or nlft:sample)")
-        base = _weighting_of(trained) if trained else WeightingConfig()
-        cfg = resolve_weighting(base, weighting, overrides)
-        if reference_probs is None:
-            reference_probs = "initial" if trained.get("reference_probs") in ("initial", "cached") else "live"
-        net, tokenizer, weights = load_model(model, dtype=dtype, device=device)
-        texts = load_records(resolve_records_spec(data), split=split or trained.get("data_split"))[:limit]
-        if not texts:
-            raise ValueError(f"{data}: holds no records to show")
-        encoder = RecordEncoder(
-            tokenizer,
-            templates or trained.get("templates") or "math",
-            max_length=max_length or trained.get("max_length") or 2048,
-            on_overlong="error",
-            chat_template=chat_template or trained.get("chat_template"),
-            eos_token=eos_token or trained.get("eos_token"),
-        )
-        encoded = encoder.encode_all(texts).records
-        records = score_records(
-            net,
-            tokenizer,
-            encoded,
-            {t.id: t for t in texts},
-            reference_probs=reference_probs,
-            batch_size=batch_size,
-            progress=progress,
-        )
-        adapter = f" + {weights.adapter}" if weights.adapter else ""
-        details = {
-            "model": f"{weights.base_model}{adapter}",
-            "data": data,
-            "reference probs": reference_probs,
-        }
-        title = f"NLFT saliency: {Path(str(model)).name}"
+        scored = score_data(model, limit=limit, weighting=weighting, overrides=overrides, **scoring)
+        return write_report(out, scored)
     views = [record_view(r, cfg) for r in records]
     out = Path(out)
     atomic_write_text(out, render_report(views, cfg, title=title, details=details))
     return Report(out, views, cfg)
+
+
+def write_report(
+    out: str | Path, scored: Scored, *, records: list | None = None, title: str | None = None
+) -> Report:
+    """The HTML report of records scored by ``score_data`` (``records``: a chosen few of them, in order)."""
+    from .jsonl import atomic_write_text
+    from .visualisation import render_report
+
+    views = [record_view(r, scored.weighting) for r in (scored.records if records is None else records)]
+    out = Path(out)
+    title = title or f"NLFT saliency: {scored.name}"
+    atomic_write_text(out, render_report(views, scored.weighting, title=title, details=scored.details))
+    return Report(out, views, scored.weighting)
+
+
+def locate(model: str, *, out: str | Path | None = None, **scoring: Any):
+    """``nlft locate``: score the records with ``model`` (``score_data``'s keywords) and measure how well the
+    blamed tokens find the step each judgment names (``localization.localize``); ``out`` gets the figures and
+    every record's as JSON."""
+    import json
+
+    from .files import check_output_file
+    from .jsonl import atomic_write_text
+    from .localization import localize
+
+    if out is not None:
+        data = scoring.get("data")
+        check_output_file(out, inputs=(data,) if data else ())
+    scored = score_data(model, **scoring)
+    result = localize(
+        scored.records, {i: t.response for i, t in scored.texts.items()}, scored.tokenizer, scored.weighting
+    )
+    if out is not None:
+        body = {
+            **result.summary(),
+            "details": {k: str(v) for k, v in scored.details.items()},
+            "per_record": [vars(r) for r in result.per_record],
+        }
+        atomic_write_text(Path(out), json.dumps(body, indent=1) + "\n")
+    return result
