@@ -186,17 +186,31 @@ def test_shipped_tiny_configs_train(tmp_path, name):
 
 
 def test_demo_finishes_and_prints_its_summary(tmp_path):
-    out = nlft("demo", "--out", str(tmp_path / "demo"), timeout=900)
+    """The demo on a small budget: nlft:mini's own answers, judged, 1:2 wrong:correct, both methods trained and
+    evaluated, the table, the weighting statistics and the report printed."""
+    out = nlft(
+        "demo", "--out", str(tmp_path / "demo"), "--questions", "30", "--test-questions", "12", "--epochs", "2",
+        "--no-progress", timeout=900,
+    )  # fmt: skip
     assert "nlft demo finished" in out.stdout
+    for label in ("| base |", "| NLFT |", "| SFT |"):
+        assert label in out.stdout
     for method in ("nlft", "sft"):
         run = tmp_path / "demo" / method
         assert (run / "adapter" / "adapter_model.safetensors").exists()
         assert (run / "epochs" / "epoch-2" / "adapter_model.safetensors").exists()
         assert list((run / "logs").glob("events.out.tfevents.*"))
-    nlft_rows = (tmp_path / "demo" / "data" / "nlft.jsonl").read_text().splitlines()
-    assert len(nlft_rows) == 12
-    # The NLFT run keeps a saliency snapshot of every step (6 steps, and the start) for nlft studio.
-    assert len(list((tmp_path / "demo" / "nlft" / "saliency").glob("step-*.pt"))) == 7
+        summary = json.loads((run / "eval" / "paper-mini-math-test" / "summary.json").read_text())
+        assert summary["questions"] == 12
+    rows = [json.loads(line) for line in (tmp_path / "demo" / "data" / "nlft.jsonl").read_text().splitlines()]
+    wrong = [r for r in rows if r["correct"] is False]
+    assert rows and 2 * len(wrong) == len(rows) - len(wrong)
+    assert all(r["judgment"] for r in wrong)
+    # The base model's saliency report shows blamed tokens on the wrong records.
+    html = (tmp_path / "demo" / "saliency.html").read_text()
+    assert html.count('class="tok blamed') > 1  # one is the legend's sample
+    assert (tmp_path / "demo" / "comparison" / "comparison.png").read_bytes().startswith(b"\x89PNG")
+    assert len(list((tmp_path / "demo" / "nlft" / "saliency").glob("step-*.pt"))) >= 2
     assert f"nlft studio {tmp_path / 'demo' / 'nlft'}" in out.stdout
 
     # Evaluation of a real demo run: one row per epoch (and the base model as epoch 0), then the comparison.

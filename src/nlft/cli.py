@@ -581,30 +581,45 @@ def _register_train(sub) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .demo import DemoOptions, run_demo
 
     setup_logging()
-    return run_demo(args.out, size=args.size, epochs=args.epochs, seed=args.seed)
+    return run_demo(
+        DemoOptions(
+            out=args.out,
+            questions=args.questions,
+            test_questions=args.test_questions,
+            epochs=args.epochs,
+            learning_rate=args.learning_rate,
+            seed=args.seed,
+            progress=not args.no_progress,
+        )
+    )
 
 
 def _register_demo(sub) -> None:
+    from .demo import DemoOptions
+
+    d = DemoOptions()
     p = _add(
         sub,
         "demo",
-        "run the embedded default end to end on CPU (tiny model, bundled sample)",
-        "Build a dataset from the bundled sample (MathCritique critiques + GSM8K gold answers), then train\n"
-        "the embedded tiny Llama on it with NLFT and with the SFT baseline (same responses, LoRA, schedule),\n"
-        "and print what was made and where. A few minutes on 2 CPU cores; nothing is downloaded.",
+        "the whole NLFT loop on the embedded nlft:mini model, on CPU (about 3 minutes)",
+        "nlft:mini (a small Llama pretrained on the mini-math world, shipped in the package) answers train\n"
+        "questions; the arithmetic judge judges its wrong answers; a 1:2 wrong:correct set is built; NLFT and\n"
+        "the SFT baseline train on it (same records, LoRA, schedule); base, NLFT and SFT are evaluated on test\n"
+        "questions; a table, the weighting statistics, where the blamed tokens fall, a saliency report and a\n"
+        "comparison plot are written. Nothing is downloaded.",
     )
-    p.add_argument("--out", default="runs/demo", help="demo folder (data/, nlft/, sft/)")
+    p.add_argument("--out", default=str(d.out), help="demo folder (pool/, data/, nlft/, sft/, comparison/, ...)")
+    p.add_argument("--questions", type=POSITIVE, default=d.questions, help="train questions the model answers")
     p.add_argument(
-        "--size",
-        type=POSITIVE,
-        default=12,
-        help="records to select from the bundled sample (2:1 correct:wrong)",
+        "--test-questions", type=POSITIVE, default=d.test_questions, help="test questions to evaluate on"
     )
-    p.add_argument("--epochs", type=POSITIVE, default=2)
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--epochs", type=POSITIVE, default=d.epochs)
+    p.add_argument("--learning-rate", type=float, default=d.learning_rate)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_demo)
 
 
@@ -685,8 +700,8 @@ def _register_eval(sub) -> None:
     g.add_argument(
         "--data",
         default="gsm8k:test",
-        help="gsm8k:<split>, nlft:sample (50 GSM8K test questions shipped with nlft), or a question file "
-        "(.jsonl/.json/HF dataset) with gold answers",
+        help="gsm8k:<split>, another task's split (mini-math:test), nlft:sample (50 GSM8K test questions "
+        "shipped with nlft), or a question file (.jsonl/.json/HF dataset) with gold answers",
     )
     g.add_argument(
         "--gsm8k-dir",
@@ -854,27 +869,10 @@ def _register_merge(sub) -> None:
 
 def _saliency(args: argparse.Namespace) -> int:
     from .saliency import make_report
-    from .weighting import WeightingConfig
 
     setup_logging()
     report = make_report(
-        args.out,
-        model=args.model,
-        snapshot=args.snapshot,
-        step=args.step,
-        data=args.data,
-        split=args.split,
-        limit=args.limit,
-        templates=args.templates,
-        chat_template=args.chat_template,
-        eos_token=args.eos_token,
-        max_length=args.max_length,
-        reference_probs=args.reference_probs,
-        weighting=args.weighting,
-        overrides={name: getattr(args, name, None) for name in WeightingConfig.names()},
-        dtype=args.dtype,
-        device=args.device,
-        batch_size=args.batch_size,
+        args.out, model=args.model, snapshot=args.snapshot, step=args.step, **_scoring_options(args)
     )
     for v in report.views:
         what = f"{v.salient} confirmed" if v.correct else f"{v.salient} blamed"
@@ -900,37 +898,15 @@ def _setting_type(spec):
     return convert
 
 
-def _register_saliency(sub) -> None:
+def _scoring_arguments(p, *, limit: int | None) -> None:
+    """The flags of scoring records with a model (nlft saliency, nlft locate): saliency.score_data's."""
     from .weighting import WeightingConfig
 
-    p = _add(
-        sub,
-        "saliency",
-        "render an HTML saliency map: every response token coloured by its NLFT weight",
-        "Score records under their three prompts and write a self-contained HTML report (no network assets):\n"
-        "each response token coloured by how NLFT weighs it (likelihood weight green, blamed tokens red, cluster\n"
-        "neighbours dashed), the numbers behind it on hover, and per record the question, judgment and counts.\n"
-        "The weights come from the trainer's own weighting functions. A run folder as --model brings its data,\n"
-        "templates and weighting settings; --snapshot renders a snapshot stored during training instead.\n\n"
-        "  nlft saliency --model runs/demo/nlft --out saliency.html\n"
-        "  nlft saliency --model MODEL --data data/nlft.jsonl --weighting RUN/studio-weighting.yaml\n"
-        "  nlft saliency --snapshot runs/demo/nlft --threshold 1.1",
-    )
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument(
-        "--model", help="hub id, model folder, LoRA adapter folder or run folder (its final adapter)"
-    )
-    src.add_argument(
-        "--snapshot",
-        help="a training snapshot: RUN/saliency/step-N.pt, or a run folder (its newest, or --step)",
-    )
-    p.add_argument("--step", type=NON_NEGATIVE, default=None, help="with --snapshot RUN: the step to show")
     p.add_argument(
         "--data", help="records (.jsonl/.json/HF dataset, or nlft:sample); default: the run's data"
     )
     p.add_argument("--split", default=None, help="split, for Hugging Face datasets")
-    p.add_argument("--limit", type=POSITIVE, default=8, help="records to show (the first ones)")
-    p.add_argument("--out", default="saliency.html", help="the HTML file to write")
+    p.add_argument("--limit", type=POSITIVE, default=limit, help="records to score (the first ones)")
     p.add_argument(
         "--templates",
         default=None,
@@ -980,6 +956,88 @@ def _register_saliency(sub) -> None:
             default=None,
             help=f"{spec.help} ({spec.describe()})",
         )
+
+
+def _scoring_options(args: argparse.Namespace) -> dict:
+    from .weighting import WeightingConfig
+
+    return dict(
+        data=args.data,
+        split=args.split,
+        limit=args.limit,
+        templates=args.templates,
+        chat_template=args.chat_template,
+        eos_token=args.eos_token,
+        max_length=args.max_length,
+        reference_probs=args.reference_probs,
+        weighting=args.weighting,
+        overrides={name: getattr(args, name, None) for name in WeightingConfig.names()},
+        dtype=args.dtype,
+        device=args.device,
+        batch_size=args.batch_size,
+    )
+
+
+def _locate(args: argparse.Namespace) -> int:
+    from .saliency import locate
+
+    setup_logging()
+    result = locate(args.model, out=args.out, **_scoring_options(args))
+    for line in result.lines():
+        print(line)
+    if args.out:
+        print(f"wrote {args.out}")
+    return 0 if result.located else 1
+
+
+def _register_locate(sub) -> None:
+    p = _add(
+        sub,
+        "locate",
+        "measure whether NLFT's blamed tokens fall in the step each judgment names (saliency precision/recall)",
+        "Score wrong records under their three prompts, as training does, find in each response the step its\n"
+        "judgment quotes (the arithmetic judge's 'The step \"...\" is wrong', MathCritique's first 'Step sentence'\n"
+        "marked Wrong), and report: precision (the share of blamed tokens inside the judged step, beside the\n"
+        "share of tokens there: chance), recall (the share of records with a blamed token inside it) and\n"
+        "comprehension (mean log p_judge/p_base inside the judged step and elsewhere). Exit 1 when no judgment\n"
+        "locates a step.\n\n"
+        "  nlft locate --model nlft:mini --data judged.jsonl\n"
+        "  nlft locate --model meta-llama/Meta-Llama-3-8B-Instruct --data nlft:sample --out locate.json",
+    )
+    p.add_argument(
+        "--model", required=True, help="hub id, model folder, LoRA adapter folder or run folder (its final adapter)"
+    )
+    p.add_argument("--out", default=None, help="also write the figures and every record's as JSON here")
+    _scoring_arguments(p, limit=None)
+    p.set_defaults(func=_locate)
+
+
+def _register_saliency(sub) -> None:
+
+    p = _add(
+        sub,
+        "saliency",
+        "render an HTML saliency map: every response token coloured by its NLFT weight",
+        "Score records under their three prompts and write a self-contained HTML report (no network assets):\n"
+        "each response token coloured by how NLFT weighs it (likelihood weight green, blamed tokens red, cluster\n"
+        "neighbours dashed), the numbers behind it on hover, and per record the question, judgment and counts.\n"
+        "The weights come from the trainer's own weighting functions. A run folder as --model brings its data,\n"
+        "templates and weighting settings; --snapshot renders a snapshot stored during training instead.\n\n"
+        "  nlft saliency --model runs/demo/nlft --out saliency.html\n"
+        "  nlft saliency --model MODEL --data data/nlft.jsonl --weighting RUN/studio-weighting.yaml\n"
+        "  nlft saliency --snapshot runs/demo/nlft --threshold 1.1",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument(
+        "--model", help="hub id, model folder, LoRA adapter folder or run folder (its final adapter)"
+    )
+    src.add_argument(
+        "--snapshot",
+        help="a training snapshot: RUN/saliency/step-N.pt, or a run folder (its newest, or --step)",
+    )
+    p.add_argument("--step", type=NON_NEGATIVE, default=None, help="with --snapshot RUN: the step to show")
+    p.add_argument("--out", default="saliency.html", help="the HTML file to write")
+    _scoring_arguments(p, limit=8)
     p.set_defaults(func=_saliency)
 
 
@@ -1021,6 +1079,7 @@ REGISTRARS: list[Callable] = [
     _register_compare,
     _register_merge,
     _register_saliency,
+    _register_locate,
     _register_studio,
     _register_demo,
 ]

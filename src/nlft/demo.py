@@ -1,32 +1,38 @@
-"""``nlft demo``: the embedded default, end to end on CPU with nothing downloaded.
+"""``nlft demo``: the whole NLFT loop on the embedded ``nlft:mini`` model, on CPU, nothing downloaded.
 
-1. build a 2:1 correct:wrong dataset from the bundled sample (GSM8K questions, MathCritique critiques of
-   wrong Llama-3-8B answers, GSM8K gold solutions as correct responses);
-2. train the embedded tiny Llama (random weights, the project's tokenizer) with NLFT, then with the SFT
-   baseline on the same responses, LoRA and schedule;
-3. print what was made and where.
+1. **data**: ``nlft:mini`` answers ``questions`` train questions of the ``mini-math`` world (greedy, its own
+   chain of thought), each graded; the arithmetic judge writes a judgment for every wrong answer; a 1:2
+   wrong:correct set is built from them (as many records as the answers allow);
+2. **train**: NLFT, then the SFT baseline on exactly the same records, LoRA and schedule;
+3. **evaluate**: the base model, the NLFT run and the SFT run, greedy, on the first ``test_questions`` test
+   questions (the paper protocol), compared in a table and a plot;
+4. **see**: the weighting statistics of training, how well the blamed tokens find the step each judgment
+   names, a saliency report of the base model on the training records, and the studio command.
+
+About three minutes on 2 CPU cores. The accuracies are whatever they honestly are; with ~60 records and 200
+test questions, differences of a few points between methods are within noise (the summary says so).
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from .builder import build_dataset
-from .records import SAMPLE_RECORDS
-from .snapshots import list_snapshots
-
 MARKER = ".nlft-demo.json"  # what a demo folder holds to say a demo made it, and what it wrote
-DEMO_ENTRIES = ("data", "nlft", "sft")
+DEMO_ENTRIES = ("pool", "data", "nlft", "sft", "comparison", "saliency.html", "locate.json")
+MODEL = "nlft:mini"
+TASK = "mini-math"
+# Gold solutions of the world are at most ~110 tokens; a response still going at 160 is a runaway (and wrong).
+MAX_NEW_TOKENS = 160
 
 
 def prepare_out(out: Path, entries: tuple[str, ...]) -> None:
     """Make ``out`` ready for a demo: a new or empty folder is used as it is; a folder an earlier demo made (it
     holds ``MARKER``) has that demo's entries replaced, and nothing else in it touched; any other folder is
     refused before anything is written."""
-    import json
-
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise ValueError(f"--out {out}: not a folder (a file or a link); name a folder for the demo")
     marker = out / MARKER
@@ -53,89 +59,185 @@ def prepare_out(out: Path, entries: tuple[str, ...]) -> None:
     marker.write_text(json.dumps({"made_by": "nlft demo", "entries": list(entries)}) + "\n", encoding="utf-8")
 
 
-def _train_args(method: str, data: Path, out: Path, epochs: int, seed: int) -> list[str]:
-    # The same settings as configs/tiny-nlft.yaml and configs/tiny-sft.yaml, plus, for NLFT, a saliency snapshot
-    # of 4 records after every step for `nlft studio`.
-    snapshots = ["--saliency_steps", "1", "--saliency_probe", "4"] if method == "nlft" else []
+@dataclass
+class DemoOptions:
+    """What ``nlft demo`` runs; the defaults take about three minutes on 2 CPU cores."""
+
+    out: str | Path = "runs/demo"
+    questions: int = 100  # train questions the model answers (the pool)
+    test_questions: int = 200  # test questions each model is evaluated on
+    epochs: int = 3
+    learning_rate: float = 1e-3
+    seed: int = 42
+    batch_size: int = 100  # generation batch
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("questions", "test_questions", "epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be a whole number of at least 1, got {value!r}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"--learning-rate must be more than 0, got {self.learning_rate!r}")
+
+
+def _train_args(method: str, data: Path, out: Path, o: DemoOptions) -> list[str]:
+    # The same settings for both methods (LoRA r16 on every linear layer's default targets, the schedule, the
+    # seed); NLFT also writes a saliency snapshot of 4 records every 2 steps for `nlft studio`.
+    snapshots = ["--saliency_steps", "2", "--saliency_probe", "4"] if method == "nlft" else []
     return [
         *snapshots,
         "--method", method,
         "--data", str(data),
-        "--model_name_or_path", "nlft:tiny",
+        "--model_name_or_path", MODEL,
         "--output_dir", str(out),
-        "--max_length", "1024",
-        "--num_train_epochs", str(epochs),
-        "--per_device_train_batch_size", "2",
-        "--gradient_accumulation_steps", "2",
-        "--learning_rate", "1e-3",
-        "--logging_steps", "1",
-        "--seed", str(seed),
+        "--num_train_epochs", str(o.epochs),
+        "--per_device_train_batch_size", "4",
+        "--gradient_accumulation_steps", "1",
+        "--learning_rate", str(o.learning_rate),
+        "--logging_steps", "3",
+        "--seed", str(o.seed),
         "--use_cpu", "true",
         "--dtype", "float32",
         "--report_to", "tensorboard",
-        "--disable_tqdm", "false",
+        "--disable_tqdm", str(not o.progress).lower(),
     ]  # fmt: skip
 
 
-def _epoch_means(history: list[dict]) -> str:
-    """Mean logged loss of each epoch: comparable across epochs, unlike single steps whose record mix varies."""
-    by_epoch: dict[int, list[float]] = {}
-    for h in history:
-        if "loss" in h and "epoch" in h:
-            by_epoch.setdefault(max(int(-(-h["epoch"] // 1)), 1), []).append(h["loss"])
-    return " -> ".join(f"{sum(v) / len(v):.4g}" for _, v in sorted(by_epoch.items())) or "-"
+def weighting_stats(history: list[dict]) -> dict[str, float]:
+    """Means over the logged steps of the weighting statistics NLFT logs (steps without a kind are left out)."""
+    keys = ("salient_fraction", "blamed_fraction", "cluster_fraction", "mean_weight_correct", "mean_weight_incorrect")
+    out = {}
+    for key in keys:
+        values = [h[key] for h in history if key in h and "loss" in h]
+        if values:
+            out[key] = sum(values) / len(values)
+    return out
 
 
-def run_demo(out: str | Path = "runs/demo", *, size: int = 12, epochs: int = 2, seed: int = 42) -> int:
+def _accuracy(run: Path, name: str, checkpoint: str | None = None) -> tuple[float, int]:
+    folder = run / "eval" / (f"paper-{name}" + (f"-{checkpoint}" if checkpoint else ""))
+    summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    return summary["accuracy"]["authors"], summary["questions"]
+
+
+def _stage(title: str, started: float) -> None:
+    print(f"\n== {title}  ({time.time() - started:.0f}s) ==", flush=True)
+
+
+def run_demo(options: DemoOptions | None = None, **kwargs) -> int:
+    """Run the demo (``DemoOptions``, or its fields as keywords); returns the exit status."""
+    from .builder import build_dataset
+    from .compare import compare
     from .config import parse_train_args
+    from .evaluation import EvalOptions, EvalSettings, data_name, run_eval
+    from .generation import BackendOptions, SamplingSettings, make_backend
+    from .judging import JudgeOptions, judge_records, load_judge
+    from .localization import localize
+    from .modeling import free_accelerator_memory
+    from .records import load_records
+    from .saliency import score_data, write_report
+    from .sampling import sample_questions
+    from .snapshots import list_snapshots
+    from .tasks import get_task
     from .train import train
 
-    out = Path(out)
+    o = options or DemoOptions(**kwargs)
+    out = Path(o.out)
     prepare_out(out, DEMO_ENTRIES)
     started = time.time()
-    print(f"nlft demo: bundled sample ({SAMPLE_RECORDS.name}) -> {out}\n")
-    built = build_dataset(SAMPLE_RECORDS, out / "data", size=size, ratio="2:1", seed=seed)
-    print(built.summary() + "\n")
+    print(f"nlft demo: {MODEL} on the {TASK} world -> {out}")
+
+    _stage(f"1. data: {MODEL} answers {o.questions} train questions; the arithmetic judge judges the wrong ones", started)
+    task = get_task(TASK)
+    sampler = BackendOptions(model=MODEL, batch_size=o.batch_size, dtype="float32", device="cpu")
+    backend = make_backend(sampler, SamplingSettings(max_new_tokens=MAX_NEW_TOKENS), "math")
+    pool = out / "pool"
+    sampled = sample_questions(
+        task.load("train", limit=o.questions),
+        pool / "samples.jsonl",
+        backend,
+        provenance=sampler.describe(),
+        progress=o.progress,
+    )
+    del backend
+    free_accelerator_memory()
+    print(sampled.summary())
+    judged = judge_records(pool / "samples.jsonl", pool / "judged.jsonl", load_judge(JudgeOptions()), progress=False)
+    print(judged.summary())
+    n_wrong = min(judged.judged_wrong, sampled.correct // 2)
+    if n_wrong < 1:
+        raise ValueError(
+            f"{pool / 'judged.jsonl'}: {sampled.correct} correct and {judged.judged_wrong} judged wrong answers: "
+            "too few for a 1:2 wrong:correct set; rerun with more --questions"
+        )
+    built = build_dataset(pool / "judged.jsonl", out / "data", size=3 * n_wrong, ratio="2:1", seed=o.seed)
+    print(built.summary())
 
     results = {}
     for method in ("nlft", "sft"):
-        print(f"== training with {method.upper()} ==")
-        data, model, train_cfg = parse_train_args(
-            _train_args(method, built.nlft_path, out / method, epochs, seed)
-        )
+        _stage(f"2. train: {method.upper()} on the {len(built.selection.records)} records", started)
+        data, model, train_cfg = parse_train_args(_train_args(method, built.nlft_path, out / method, o))
         results[method] = train(data, model, train_cfg)
-        print()
 
-    nlft = results["nlft"]
-    last = next(
-        (h for h in reversed(nlft.log_history) if "blamed_fraction" in h or "salient_fraction" in h), {}
-    )
-    print(f"nlft demo finished in {time.time() - started:.0f}s")
-    print(
-        f"  data     {built.nlft_path}: {len(built.selection.records)} records "
-        f"({built.selection.n_correct} correct, {built.selection.n_wrong} wrong); {built.sft_path.name}: the same responses"
-    )
-    print(
-        "  model    tiny Llama (2 layers, hidden 64, random weights) + the project's 4096-token BPE; LoRA r16 on gate/up/down"
-    )
-    print(f"  {'method':<7} {'steps':>5}  {'mean loss by epoch':<22} run folder")
-    for method, r in results.items():
-        print(
-            f"  {method:<7} {r.global_step:>5}  {_epoch_means(r.log_history):<22} {r.run_dir}/  (adapter/, epochs/, logs/)"
+    test = f"{TASK}:test"
+    _stage(f"3. evaluate: base, NLFT and SFT, greedy, on {o.test_questions} {TASK} test questions", started)
+    for method, extra in (("nlft", {"include_base": True}), ("sft", {})):
+        run_eval(
+            EvalOptions(
+                model=str(results[method].run_dir),
+                backend=BackendOptions(batch_size=o.batch_size, dtype="float32", device="cpu"),
+                data=test,
+                settings=EvalSettings(limit=o.test_questions, max_new_tokens=MAX_NEW_TOKENS),
+                progress=o.progress,
+                **extra,
+            )
         )
-    print(
-        "  (NLFT's loss is 10 x (SFT term + weighted term) per record, docs/method.md section 6; SFT's is the plain token mean)"
+    name = data_name(test)
+    paths = compare(
+        [results["nlft"].run_dir, results["sft"].run_dir], out / "comparison", data=test, labels=["NLFT", "SFT"]
     )
-    if last:
-        print(
-            f"  NLFT weighting at the last logged step: blamed fraction of wrong responses {last.get('blamed_fraction', 0):.3f}, "
-            f"salient fraction of correct ones {last.get('salient_fraction', 0):.3f}"
-        )
-        print("  (a random-weight model confirms and blames almost nothing; real models do — see the README)")
-    snapshots = len(list_snapshots(nlft.run_dir))
-    print(f"\nTensorBoard: tensorboard --logdir {out}")
-    print(
-        f"Saliency:    nlft studio {nlft.run_dir}    ({snapshots} snapshots of 4 records; tune the weighting live)"
+
+    _stage("4. see: where the blamed tokens fall, and the saliency report", started)
+    wrong_ids = [r.id for r in load_records(built.nlft_path) if r.correct is False]
+    scored = score_data(MODEL, data=str(built.nlft_path), dtype="float32", device="cpu", progress=False)
+    located = localize(
+        [r for r in scored.records if r.id in set(wrong_ids)],
+        {i: t.response for i, t in scored.texts.items()},
+        scored.tokenizer,
+        scored.weighting,
     )
-    print(f"             nlft saliency --model {nlft.run_dir} --out {out / 'saliency.html'}")
+    (out / "locate.json").write_text(json.dumps(located.summary(), indent=1) + "\n", encoding="utf-8")
+    # The report shows the wrong records first: they carry the blamed tokens.
+    order = sorted(scored.records, key=lambda r: r.id not in set(wrong_ids))[:12]
+    report = write_report(out / "saliency.html", scored, records=order, title=f"NLFT saliency: {MODEL}, demo records")
+
+    base_acc, n_test = _accuracy(results["nlft"].run_dir, name, "base")
+    rows = [("base", base_acc)] + [(m.upper(), _accuracy(results[m].run_dir, name)[0]) for m in ("nlft", "sft")]
+    stats = weighting_stats(results["nlft"].log_history)
+    seconds = time.time() - started
+    print(f"\nnlft demo finished in {seconds:.0f}s\n")
+    sel = built.selection
+    print(f"  data   {built.nlft_path}: {len(sel.records)} records of {MODEL}'s own answers "
+          f"({sel.n_wrong} wrong, each with the arithmetic judge's judgment; {sel.n_correct} correct)")  # fmt: skip
+    print(f"\n  | model | {name} accuracy (greedy, {n_test} questions) |\n  |---|---:|")
+    for label, acc in rows:
+        print(f"  | {label} | {100 * acc:.1f}% |")
+    se = 100 * (base_acc * (1 - base_acc) / n_test) ** 0.5
+    print(f"  (one run, one seed: a difference under ~{2 * se:.0f} points is within noise; `nlft experiment` runs seeds)")
+    print("\n  NLFT weighting during training (mean over logged steps):")
+    print(f"    correct records: {100 * stats.get('salient_fraction', 0):.1f}% of tokens confirmed (salient), "
+          f"mean weight {stats.get('mean_weight_correct', 0):.3f}")  # fmt: skip
+    print(f"    wrong records:   {100 * stats.get('blamed_fraction', 0):.1f}% of tokens blamed, "
+          f"mean weight {stats.get('mean_weight_incorrect', 0):.3f}")  # fmt: skip
+    print(f"    clusters (salient or blamed tokens widened into phrases): {100 * stats.get('cluster_fraction', 0):.1f}% of tokens")
+    print("  Where the blamed tokens fall (the base model on the wrong records; the step each judgment names):")
+    for line in located.lines():
+        print(f"    {line}")
+    snapshots = len(list_snapshots(results["nlft"].run_dir))
+    print(f"\n  runs        {results['nlft'].run_dir}/  {results['sft'].run_dir}/  (adapter/, epochs/, eval/, logs/)")
+    print(f"  comparison  {paths['md']}  {paths['png']}")
+    print(f"  saliency    {report.path}  (wrong records first: blamed tokens in red)")
+    print(f"  TensorBoard tensorboard --logdir {out}")
+    print(f"  studio      nlft studio {results['nlft'].run_dir}   ({snapshots} snapshots; re-weight live)")
     return 0

@@ -132,7 +132,7 @@ def load_question_file(path: str | Path, *, need: str = "gold") -> list[Question
         raise RecordError(exc.problems, hint="Fix the questions above; evaluation needs every one.") from None
 
 
-from .tasks import SAMPLE_QUESTIONS_SPEC  # noqa: E402 - the bundled GSM8K test questions
+from .tasks import SAMPLE_QUESTIONS_SPEC, get_task, task_names  # noqa: E402 - the bundled GSM8K test questions
 
 
 def data_name(spec: str) -> str:
@@ -141,13 +141,16 @@ def data_name(spec: str) -> str:
         return "sample"
     if spec.startswith("gsm8k:"):
         return spec.split(":", 1)[1]
+    task, _, split = spec.partition(":")
+    if split and task in task_names():
+        return f"{task}-{split}"
     path = Path(spec)
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", path.stem if path.suffix else path.name) or "data"
 
 
 def load_eval_data(spec: str, gsm8k_dir: str | Path | None = None, *, need: str = "gold") -> EvalData:
     """``gsm8k:<split>`` (from ``gsm8k_dir``, a folder of ``<split>.jsonl``, or the hub's ``openai/gsm8k``),
-    ``nlft:sample`` (50 GSM8K test questions shipped in the package) or a question file."""
+    ``<task>:<split>`` for the other tasks (``mini-math:test``, ``nlft.tasks``), ``nlft:sample`` (50 GSM8K test questions shipped in the package) or a question file."""
     if spec == SAMPLE_QUESTIONS_SPEC:
         from .tiny import SAMPLE_GSM8K_TEST
 
@@ -162,6 +165,11 @@ def load_eval_data(spec: str, gsm8k_dir: str | Path | None = None, *, need: str 
             raise FileNotFoundError(
                 f"--data {spec}: could not fetch {HUB_ID} ({exc}); pass --gsm8k-dir, a folder with {split}.jsonl"
             ) from None
+    task_name, _, split = spec.partition(":")
+    if split and task_name in task_names():  # another task's split, e.g. mini-math:test
+        task = get_task(task_name)
+        task.check_split(split)
+        return EvalData(spec, data_name(spec), task.load(split))
     path = Path(spec)
     if not path.exists() and "/" in spec and not spec.endswith((".json", ".jsonl")):
         questions = load_question_file(spec, need=need)  # a hub dataset id
@@ -763,6 +771,10 @@ class EvalOptions:
             raise ValueError(f"protocol '{self.protocol}': choose from {', '.join(PROTOCOLS)}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"--limit must be at least 1, got {self.limit}")
+        if self.limit is not None and self.settings.limit is None:
+            self.settings.limit = self.limit  # one limit, whichever of the two a caller set
+        elif self.limit is not None and self.settings.limit != self.limit:
+            raise ValueError(f"limit {self.limit} and settings.limit {self.settings.limit} disagree; give one")
         self.settings.seed_list()  # bad decoding options fail before anything is loaded
 
 
