@@ -208,3 +208,54 @@ def test_hostile_tokens_render_as_text_in_studio_and_report(browser, server, tmp
         assert page.evaluate("window.__pwned") is None and not dialogs
         page.screenshot(path=str(ARTIFACTS / f"{name}-hostile-tokens.png"))
         page.close()
+
+
+def test_a_setting_applied_in_the_studio_during_training_is_used_from_the_next_step(browser, server, tmp_path):
+    """A real training run (in a thread, paced so that a person could act): the studio's "apply to this run"
+    reaches the trainer, which logs the new setting with its step and weighs the next step's tokens with it."""
+    import threading
+    import time
+
+    from transformers import TrainerCallback
+
+    from nlft.train import train
+
+    from .conftest import SGD, config
+
+    class Pace(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            time.sleep(0.3)
+            return control
+
+    run = tmp_path / "run"
+    args = config(tmp_path, *SGD, "--max_steps", "40", "--saliency_steps", "1", "--per_device_train_batch_size", "2")
+    results = []
+    worker = threading.Thread(target=lambda: results.append(train(*args, callbacks=[Pace()])), daemon=True)
+    worker.start()
+    deadline = time.monotonic() + 60
+    while not list_snapshots(run) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    page, dialogs = open_page(browser, server(run).url)
+    page.wait_for_selector("section.record .tok")
+    wait_until(page, "() => !document.querySelector('#apply').disabled")
+    set_number(page, "other_exponent", "1.7")
+    wait_until(page, "() => !document.body.dataset.busy")
+    page.locator("#apply").click()
+    wait_until(page, "() => document.querySelector('#apply-result').textContent.includes('applied by the run')")
+    worker.join(timeout=120)
+    assert results, "training did not finish"
+    history = results[0].log_history
+    change = next(h for h in history if "weighting/other_exponent" in h)
+    assert change["weighting/other_exponent"] == pytest.approx(1.7)
+    step = int(change["weighting_step"])
+    snaps = {s: load_snapshot(p) for s, p in list_snapshots(run)}
+    assert snaps[step - 1].weighting.other_exponent == pytest.approx(0.6)
+    assert snaps[step].weighting.other_exponent == pytest.approx(1.7)
+    # The next step's weights are the weighting function's under the new setting.
+    rec = next(r for r in snaps[step].records if r.correct)
+    expected = record_view(rec, WeightingConfig(**{**snaps[step].weighting.to_dict()})).tokens
+    old = record_view(rec, snaps[step].weighting.replace({"other_exponent": 0.6})).tokens
+    assert [t.weight for t in expected] != [t.weight for t in old]
+    assert not dialogs
+    # Once the run has finished, the button is off: nothing can be applied any more.
+    wait_until(page, "() => document.querySelector('#apply').disabled")

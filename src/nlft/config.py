@@ -140,6 +140,20 @@ class NLFTConfig(TrainingArguments, WeightingConfig):
     saliency_probe: int = field(
         default=4, metadata={"help": "How many records the saliency snapshots follow."}
     )
+    live_weighting: bool = field(
+        default=True,
+        metadata={
+            "help": "Let `nlft studio` change this run's weighting while it trains (applied at the next step, "
+            "recorded with its step in weighting-schedule.json, named in config.yaml)."
+        },
+    )
+    weighting_schedule: str | None = field(
+        default=None,
+        metadata={
+            "help": "Weighting changes by step, replayed as the run trains: a JSON/YAML file or an inline JSON list "
+            'of {"step": N, "settings": {...}} (what the studio\'s "apply to this run" records).'
+        },
+    )
     overwrite_output_dir: bool = field(
         default=False,
         metadata={
@@ -319,6 +333,10 @@ def validate_training_config(data: DataConfig, model: ModelConfig, train: NLFTCo
     ):
         whole(name, 1, train)
     whole("saliency_steps", 0, train)
+    if train.weighting_schedule:
+        from .live import load_schedule
+
+        load_schedule(train.weighting_schedule)  # a bad schedule fails before anything is loaded
     whole("max_length", 2, data)
     need(
         train.max_steps == -1 or train.max_steps >= 1,

@@ -39,6 +39,7 @@ class TrainingJob:
     texts: list[Any]  # records.Record of each record, in the same order (questions, judgments, references)
     callbacks: list = field(default_factory=list)
     settings: Any = None  # the method's own settings (an instance of its ``settings_class``), if it has one
+    resuming: bool = False  # continuing the run from one of its checkpoints
 
 
 class Method:

@@ -11,7 +11,9 @@ that host (no DNS rebinding), takes JSON only with a JSON content type (no cross
 no file outside the run folder.
 
 Endpoints: ``/`` the page, ``/studio.js`` its script, ``GET /api/state`` controls and run facts,
-``GET /api/snapshots`` the steps stored, ``GET /api/snapshot?step=N`` a snapshot weighted as the trainer did
+``GET /api/live`` whether the run trains now (and the last request it applied), ``POST /api/apply``
+``{"settings": {...}}`` sends settings to the training run ("apply to this run", ``nlft.live``; 409 when the run
+is not training or another studio holds it), ``GET /api/snapshots`` the steps stored, ``GET /api/snapshot?step=N`` a snapshot weighted as the trainer did
 (newest without ``step``), ``POST /api/reweight`` ``{"step": N, "settings": {...}}``, ``POST /api/export``
 ``{"step": N, "settings": {...}}`` writes ``RUN/studio-weighting.yaml``, ``GET /files/PATH`` a file of the run.
 """
@@ -104,6 +106,9 @@ class Studio:
         self._cache: OrderedDict[Path, tuple[tuple[int, int], Snapshot]] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
+        from .live import StudioLock
+
+        self._live_lock = StudioLock(self.run_dir)  # taken at the first "apply to this run", held while we live
 
     # -- snapshots ------------------------------------------------------------------------------------------------
     def steps(self) -> list[int]:
@@ -175,6 +180,41 @@ class Studio:
         )
         return {k: info[k] for k in keep if k in info}
 
+    def live(self) -> dict[str, Any]:
+        """Whether settings can be applied to the run now: it trains, and no other studio holds it."""
+        from .live import training_status
+
+        status = training_status(self.run_dir)
+        return {
+            "training": status is not None,
+            "step": status.get("step") if status else None,
+            "applied_seq": status.get("applied_seq") if status else None,
+            "rejected": status.get("rejected") if status else None,
+        }
+
+    def apply(self, settings: Any) -> dict[str, Any]:
+        """"Apply to this run": send the settings (laid over the newest snapshot's) to the training process,
+        which takes them up at its next step."""
+        from .live import request_settings
+
+        if not isinstance(settings, dict):
+            raise BadRequest("settings must be a JSON object of weighting fields")
+        try:
+            base = self.snapshot(None).weighting
+        except LookupError:
+            base = None
+        cfg = parse_settings(base, settings) if base is not None else None
+        chosen = cfg.to_dict() if cfg is not None else settings
+        if base is not None:  # send only what differs from the settings the run trains with now
+            chosen = {k: v for k, v in chosen.items() if v != base.to_dict()[k]} or chosen
+        try:
+            return request_settings(self.run_dir, self._live_lock, chosen)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+
+    def close(self) -> None:
+        self._live_lock.release()
+
     def state(self) -> dict[str, Any]:
         return {
             "run": self.run_dir.name,
@@ -184,6 +224,7 @@ class Studio:
             "defaults": WeightingConfig().to_dict(),
             "steps": self.steps(),
             "export_file": EXPORT_FILE,
+            "live": self.live(),
         }
 
     def export(self, step: int | None, settings: Any) -> dict[str, Any]:
@@ -364,6 +405,8 @@ class StudioApp:
             return self._response(self.script, 200, "text/javascript; charset=utf-8")
         if raw_path == "/api/state":
             return self._json(studio.state())
+        if raw_path == "/api/live":
+            return self._json(studio.live())
         if raw_path == "/api/snapshots":
             steps = studio.steps()
             return self._json({"steps": steps, "latest": steps[-1] if steps else None})
@@ -382,9 +425,14 @@ class StudioApp:
 
     def _post(self, request):
         path = request.path
-        if path not in ("/api/reweight", "/api/export"):
+        if path not in ("/api/reweight", "/api/export", "/api/apply"):
             return self._error(HTTPStatus.NOT_FOUND, f"no such endpoint: {path}")
         body = self._body(request)
+        if path == "/api/apply":
+            try:
+                return self._json(self.studio.apply(body.get("settings")))
+            except (LookupError, PermissionError) as exc:  # not training now; another studio holds the run
+                return self._error(HTTPStatus.CONFLICT, str(exc))
         step = parse_step(body.get("step"))
         if path == "/api/reweight":
             return self._json(self.studio.view(step, body.get("settings")))

@@ -28,6 +28,7 @@ import yaml
 from .config import DataConfig, ModelConfig, NLFTConfig
 from .distributed import check_engine_in_effect, check_launch
 from .jsonl import atomic_write_json, atomic_write_text
+from .live import LIVE_ENTRIES, SCHEDULE_FILE, LiveWeighting, load_schedule
 from .methods import Method, TrainingJob, get_method
 from .modeling import MINI_MODEL, TINY_MODEL
 from .prompts import EncodeResult, RecordEncoder
@@ -134,7 +135,7 @@ def last_complete_checkpoint(run_dir: Path) -> Path | None:
 
 # What nlft train puts in a run folder: all that --overwrite_output_dir may remove.
 RUN_ENTRIES = (RUN_FILE, CONFIG_FILE, ADAPTER_DIR, MODEL_DIR, "epochs", LOGS_DIR, "saliency", "eval",
-               "reference_probs.pt", "base-model", "studio-weighting.yaml")  # fmt: skip
+               "reference_probs.pt", "base-model", "studio-weighting.yaml", *LIVE_ENTRIES)  # fmt: skip
 
 
 def _only_ours(run_dir: Path) -> bool:
@@ -418,6 +419,14 @@ def _run_callbacks(job: TrainingJob, method: Method, extra: list | None) -> list
     from .trainer import SaveEveryEpoch
 
     callbacks: list = [SaveEveryEpoch(job.run_dir, on_saved=_epoch_saved(job.run_dir))]
+    if method.uses_weighting:
+        # Before the snapshots: a resumed run's first snapshot shows the settings in force at its step.
+        spec = job.args.weighting_schedule
+        if not spec and job.resuming and (job.run_dir / SCHEDULE_FILE).is_file():
+            spec = str(job.run_dir / SCHEDULE_FILE)  # a resumed run continues its own schedule
+        schedule = load_schedule(spec)
+        if schedule or job.args.live_weighting:
+            callbacks.append(LiveWeighting(job.run_dir, schedule, poll=job.args.live_weighting))
     if job.args.saliency_steps > 0:
         if method.uses_weighting:
             from .snapshots import snapshot_callback
@@ -488,6 +497,7 @@ def train(
         records=encoded.records,
         texts=[by_id[r.id] for r in encoded.records],
         settings=method_settings,
+        resuming=resume is not None,
     )
     n_wrong = sum(not r.correct for r in job.records)
     logger.info(

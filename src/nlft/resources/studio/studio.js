@@ -221,7 +221,39 @@ async function start() {
       out.replaceChildren(el("div", { textContent: "not written: " + (err.message || err) }));
     }
   });
+  $("#apply").addEventListener("click", async () => {
+    const out = $("#apply-result");
+    try {
+      const data = await api("/api/apply", { settings: app.settings });
+      app.sent = data.seq;
+      out.replaceChildren(el("div", { textContent: `sent (request ${data.seq}); the run uses it from its next step` }));
+    } catch (err) {
+      out.replaceChildren(el("div", { textContent: "not applied: " + (err.message || err) }));
+    }
+  });
   setInterval(poll, POLL_MS);
+  setInterval(pollLive, POLL_MS);
+  pollLive();
+}
+
+async function pollLive() {
+  try {
+    const res = await fetch("/api/live");
+    if (!res.ok) return;
+    const live = await res.json();
+    const button = $("#apply");
+    button.disabled = !live.training;
+    button.title = live.training
+      ? `The run trains (step ${live.step}): send these settings, used from its next step`
+      : "The run is not training now: settings can only be applied while it trains";
+    if (app.sent && live.applied_seq >= app.sent) {
+      const text = live.rejected ? `refused by the run: ${live.rejected}` : `applied by the run (request ${app.sent}), by step ${live.step}`;
+      $("#apply-result").replaceChildren(el("div", { textContent: text }));
+      app.sent = null;
+    }
+  } catch (err) {
+    /* the next poll retries */
+  }
 }
 
 start().catch((err) => status(String(err.message || err), true));
