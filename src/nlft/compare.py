@@ -170,7 +170,7 @@ def plot_png(curves: Sequence[Curve], rule: str, title: str) -> bytes:
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    styles = {"nlft": ("-", "o"), "sft": ("--", "s")}
+    styles = {"nlft": ("-", "o"), "sft": ("--", "s"), "rft": ("-.", "^"), "sft-gold": (":", "D")}
     colors = pair_colors(curves)
     # Beyond a few runs a legend inside the axes covers lines; it goes to the right of them instead.
     outside = len(curves) > 3

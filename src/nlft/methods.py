@@ -115,6 +115,10 @@ class SFTMethod(Method):
     name = "sft"
     help = "the fair SFT baseline: trl's SFTTrainer on the same responses after the X_base prompt"
 
+    def rows(self, job: TrainingJob) -> list[dict[str, list[int]]]:
+        """The language-modelling rows it trains on (the variants below choose other ones)."""
+        return sft_rows(job.records)
+
     def build_trainer(self, job: TrainingJob):
         import datasets
         from trl import SFTTrainer
@@ -122,13 +126,60 @@ class SFTMethod(Method):
         return SFTTrainer(
             model=job.model,
             args=sft_config(job.args),
-            train_dataset=datasets.Dataset.from_list(sft_rows(job.records)),
+            train_dataset=datasets.Dataset.from_list(self.rows(job)),
             processing_class=job.tokenizer,
             callbacks=job.callbacks,
         )
 
 
-METHODS: dict[str, Method] = {m.name: m for m in (NLFTMethod(), SFTMethod())}
+class RFTMethod(SFTMethod):
+    name = "rft"
+    help = (
+        "rejection-sampling fine-tuning: the SFT baseline on the correct responses only (the wrong ones and "
+        "their judgments are left out)"
+    )
+
+    def rows(self, job: TrainingJob) -> list[dict[str, list[int]]]:
+        kept = [r for r in job.records if r.correct]
+        if not kept:
+            raise ValueError(f"--method rft: {job.data.data} holds no correct records to train on")
+        return sft_rows(kept)
+
+
+class GoldSFTMethod(SFTMethod):
+    name = "sft-gold"
+    help = (
+        "SFT on the gold solutions of the same questions (the paper's original baseline), one per question, "
+        "after the same X_base prompt"
+    )
+
+    def rows(self, job: TrainingJob) -> list[dict[str, list[int]]]:
+        from .prompts import RecordEncoder
+        from .records import Record
+
+        encoder = RecordEncoder(
+            job.tokenizer,
+            job.data.templates,
+            max_length=job.data.max_length,
+            on_overlong="error",
+            chat_template=job.data.chat_template,
+            eos_token=job.data.eos_token,
+        )
+        seen, gold = set(), []
+        for text in job.texts:
+            if text.question in seen:
+                continue
+            if not text.reference:
+                raise ValueError(f"--method sft-gold: record {text.id} has no standard answer (reference) to train on")
+            seen.add(text.question)
+            gold.append(
+                Record(id=f"{text.id}-gold", question=text.question, response=text.reference, reference=text.reference,
+                       system=text.system, correct=True)
+            )  # fmt: skip
+        return sft_rows(encoder.encode_all(gold).records)
+
+
+METHODS: dict[str, Method] = {m.name: m for m in (NLFTMethod(), SFTMethod(), RFTMethod(), GoldSFTMethod())}
 
 
 def get_method(name: str) -> Method:
