@@ -624,6 +624,74 @@ def _register_demo(sub) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# nlft experiment
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _experiment(args: argparse.Namespace) -> int:
+    from .experiment import ExperimentOptions, run_experiment
+
+    setup_logging()
+    rates = {}
+    for item in args.method_lr or []:
+        method, _, value = item.partition("=")
+        try:
+            rates[method] = float(value)
+        except ValueError:
+            raise ValueError(f"--method-lr {item!r}: write METHOD=RATE, e.g. sft=2e-4") from None
+    return run_experiment(
+        ExperimentOptions(
+            out=args.out, model=args.model, task=args.task, judge=args.judge, pool_questions=args.pool_questions,
+            sizes=args.sizes, ratio=args.ratio, methods=args.methods, seeds=args.seeds, epochs=args.epochs,
+            learning_rate=args.learning_rate, learning_rates=rates, test_questions=args.test_questions,
+            batch_size=args.batch_size, train_args=args.train_args or [], dtype=args.dtype, device=args.device,
+            dry_run=args.dry_run, progress=not args.no_progress,
+        )
+    )  # fmt: skip
+
+
+def _register_experiment(sub) -> None:
+    from .experiment import ExperimentOptions
+    from .methods import METHODS
+    from .modeling import DTYPES
+
+    d = ExperimentOptions(out="")
+    p = _add(
+        sub,
+        "experiment",
+        "the paper's comparison: methods x data sizes x seeds, every epoch evaluated, table and plot",
+        "Sample the model's own answers to the task's train questions once and judge them; cut nested subsets\n"
+        "of each --sizes at --ratio; train every --methods at every size with every --seeds (same records,\n"
+        "LoRA, schedule); evaluate every epoch on the test split; write OUT/results.{md,csv,json} (mean and sd over\n"
+        "seeds) and OUT/plot.png (accuracy against records, one line per method). Rerunning resumes: finished\n"
+        "runs and evaluations are not redone. --dry-run prints the plan and its cost.\n\n"
+        "  nlft experiment --out runs/exp                          # nlft:mini on mini-math, CPU\n"
+        "  nlft experiment --out runs/exp --model meta-llama/Meta-Llama-3-8B-Instruct --task gsm8k \\\n"
+        "      --sizes 25 50 100 200 400 --seeds 0 1 2 --epochs 5 --train-args --config configs/gsm8k-llama3-8b-nlft.yaml",
+    )
+    p.add_argument("--out", required=True, help="experiment folder (resumed when it holds this experiment)")
+    p.add_argument("--model", default=d.model)
+    p.add_argument("--task", default=d.task, help="a task name: mini-math, gsm8k")
+    p.add_argument("--judge", default=d.judge, choices=["arithmetic"], help="the judge of wrong answers")
+    p.add_argument("--pool-questions", type=POSITIVE, default=d.pool_questions)
+    p.add_argument("--sizes", type=POSITIVE, nargs="+", default=d.sizes)
+    p.add_argument("--ratio", default=d.ratio, help="correct:wrong of every subset (2:1 = the paper's 1:2 wrong:correct)")
+    p.add_argument("--methods", nargs="+", default=d.methods, choices=list(METHODS))
+    p.add_argument("--seeds", type=int, nargs="+", default=d.seeds)
+    p.add_argument("--epochs", type=POSITIVE, default=d.epochs)
+    p.add_argument("--learning-rate", type=float, default=d.learning_rate, help="for every method")
+    p.add_argument("--method-lr", nargs="*", metavar="METHOD=RATE", help="per-method learning rates")
+    p.add_argument("--test-questions", type=POSITIVE, default=d.test_questions)
+    p.add_argument("--batch-size", type=POSITIVE, default=d.batch_size)
+    p.add_argument("--dtype", default=d.dtype, choices=DTYPES)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, ... (default cpu)")
+    p.add_argument("--train-args", nargs=argparse.REMAINDER, help="the rest goes to every `nlft train` alike")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and the cost, run nothing")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_experiment)
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # nlft eval / compare / merge
 # ----------------------------------------------------------------------------------------------------------------
 
@@ -1082,6 +1150,7 @@ REGISTRARS: list[Callable] = [
     _register_locate,
     _register_studio,
     _register_demo,
+    _register_experiment,
 ]
 
 

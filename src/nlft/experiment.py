@@ -1,0 +1,395 @@
+"""``nlft experiment``: the paper's comparison in one command — methods x data sizes x seeds, every epoch evaluated.
+
+    OUT/pool/samples.jsonl, judged.jsonl   the model's own answers to the task's train questions, judged
+    OUT/data/size-N/nlft.jsonl            nested subsets (every smaller set is a prefix of the larger ones)
+    OUT/runs/<method>-N-s<seed>/          one training run per cell, every epoch's adapter saved and evaluated
+    OUT/base/                             the base model on the same test questions
+    OUT/results.{md,csv,json}, plot.png   mean and sd over seeds per size, method and epoch; the paper's plot
+
+Every step resumes: sampling and judging from their append-only files, a finished cell is not trained again, an
+evaluation reruns only the questions it lacks. ``dry_run`` prints the plan and what it will cost.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+MAX_NEW_TOKENS = 160
+
+
+@dataclass
+class ExperimentOptions:
+    """The grid and its budgets; the defaults fit ``nlft:mini`` on a 2-core CPU."""
+
+    out: str
+    model: str = "nlft:mini"
+    task: str = "mini-math"
+    judge: str = "arithmetic"
+    pool_questions: int = 400  # train questions the model answers once; the subsets come from these
+    sizes: list[int] = field(default_factory=lambda: [25, 50, 100])
+    ratio: str = "2:1"  # correct:wrong (the paper's 1:2 wrong:correct)
+    methods: list[str] = field(default_factory=lambda: ["nlft", "sft", "rft", "sft-gold"])
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+    epochs: int = 3
+    learning_rate: float = 1e-3  # one rate for every method (tune them alike with learning_rates)
+    learning_rates: dict[str, float] = field(default_factory=dict)  # per-method overrides
+    test_questions: int = 200
+    batch_size: int = 4
+    generation_batch: int = 100
+    train_args: list[str] = field(default_factory=list)  # more `nlft train` flags, for every method alike
+    dtype: str = "float32"
+    device: str | None = None
+    dry_run: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        from .builder import parse_ratio
+        from .methods import METHODS
+
+        parse_ratio(self.ratio)
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"--methods: unknown {', '.join(unknown)} (choose from {', '.join(METHODS)})")
+        for name in ("pool_questions", "epochs", "test_questions", "batch_size", "generation_batch"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be a whole number of at least 1, got {value!r}")
+        if not self.sizes or any(s < 3 for s in self.sizes):
+            raise ValueError(f"--sizes must be record counts of at least 3, got {self.sizes}")
+        if len(set(self.seeds)) != len(self.seeds) or not self.seeds:
+            raise ValueError(f"--seeds must be distinct and at least one, got {self.seeds}")
+        self.sizes = sorted(set(self.sizes))
+
+    def rate(self, method: str) -> float:
+        return self.learning_rates.get(method, self.learning_rate)
+
+
+@dataclass
+class Cell:
+    method: str
+    size: int
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}-{self.size}-s{self.seed}"
+
+
+def cells(o: ExperimentOptions) -> list[Cell]:
+    return [Cell(m, n, s) for n in o.sizes for s in o.seeds for m in o.methods]
+
+
+def nested_subsets(records: list, sizes: list[int], ratio: tuple[int, int], seed: int) -> dict[int, list]:
+    """Record subsets of each size at ``ratio`` (correct, wrong), each a prefix of the next: the correct and the
+    wrong records are shuffled once (seeded) and every size takes the first ones of each."""
+    correct = sorted((r for r in records if r.is_correct), key=lambda r: r.id)
+    wrong = sorted((r for r in records if not r.is_correct and r.judgment), key=lambda r: r.id)
+    rng = random.Random(seed)
+    rng.shuffle(correct)
+    rng.shuffle(wrong)
+    c, w = ratio
+    out = {}
+    for size in sizes:
+        n_wrong = round(size * w / (c + w))
+        n_correct = size - n_wrong
+        if n_correct > len(correct) or n_wrong > len(wrong):
+            raise ValueError(
+                f"size {size} at {c}:{w} needs {n_correct} correct and {n_wrong} judged wrong records; the pool has "
+                f"{len(correct)} and {len(wrong)}: rerun with more --pool-questions"
+            )
+        out[size] = correct[:n_correct] + wrong[:n_wrong]
+    return out
+
+
+def _write_jsonl(path: Path, records: list) -> None:
+    from .jsonl import atomic_write_jsonl
+
+    atomic_write_jsonl(path, [r.to_dict() for r in records])
+
+
+def plan_text(o: ExperimentOptions) -> str:
+    n = len(cells(o))
+    trained = sum(size * o.epochs for size in o.sizes) * len(o.seeds) * len(o.methods)
+    evals = (n * o.epochs + 1) * o.test_questions
+    return (
+        f"{o.model} on {o.task}: {len(o.methods)} methods ({', '.join(o.methods)}) x {len(o.sizes)} sizes "
+        f"({', '.join(map(str, o.sizes))}) x {len(o.seeds)} seeds = {n} training runs of {o.epochs} epochs\n"
+        f"  pool: {o.pool_questions} train questions answered and judged ({o.judge}); subsets at correct:wrong {o.ratio}\n"
+        f"  cost: {trained} record-epochs of training, {evals} test generations "
+        f"({n} runs x {o.epochs} epochs + the base model, {o.test_questions} questions each)"
+    )
+
+
+def run_experiment(o: ExperimentOptions) -> int:
+    """Run (or continue) the experiment; returns the exit status."""
+    print(plan_text(o), flush=True)
+    if o.dry_run:
+        estimate = _estimate(o)
+        if estimate:
+            print(estimate)
+        return 0
+    out = Path(o.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_same_plan(out, o)
+    started = time.time()
+    subsets = _data(o, out)
+    for cell in cells(o):
+        _train_cell(o, out, cell, subsets[cell.size])
+        _evaluate(o, out / "runs" / cell.name, all_checkpoints=True)
+    _evaluate(o, out / "base", model=o.model)
+    table = collect(o, out)
+    paths = write_results(o, out, table)
+    print(f"\nexperiment finished in {time.time() - started:.0f}s")
+    print(Path(paths["md"]).read_text(encoding="utf-8"))
+    print(f"results: {paths['md']}, {paths['csv']}, {paths['json']}; plot: {paths['png']}")
+    return 0
+
+
+def _check_same_plan(out: Path, o: ExperimentOptions) -> None:
+    """A rerun continues the same experiment; other pool or data settings in the same folder are refused."""
+    from .jsonl import atomic_write_text
+
+    path = out / "experiment.json"
+    fixed = {k: v for k, v in asdict(o).items() if k in ("model", "task", "judge", "pool_questions", "ratio")}
+    if path.is_file():
+        try:
+            earlier = json.loads(path.read_text(encoding="utf-8")).get("fixed", {})
+        except ValueError:
+            raise ValueError(f"{path}: damaged; remove it or use another --out") from None
+        differ = {k: (earlier.get(k), v) for k, v in fixed.items() if earlier.get(k) != v}
+        if differ:
+            raise ValueError(
+                f"{path}: this folder holds an experiment with other settings "
+                + ", ".join(f"{k} {a!r} (now {b!r})" for k, (a, b) in differ.items())
+                + "; use another --out"
+            )
+    elif any(out.iterdir()):
+        raise FileExistsError(f"--out {out}: exists, holds files, and is no experiment folder; name a new folder")
+    atomic_write_text(path, json.dumps({"fixed": fixed, "last_options": asdict(o)}, indent=1) + "\n")
+
+
+def _data(o: ExperimentOptions, out: Path) -> dict[int, list]:
+    from .builder import parse_ratio
+    from .generation import BackendOptions, SamplingSettings, make_backend
+    from .judging import JudgeOptions, judge_records, load_judge
+    from .modeling import free_accelerator_memory
+    from .records import load_records
+    from .sampling import sample_questions
+    from .tasks import get_task
+
+    task = get_task(o.task)
+    if task is None:
+        raise ValueError(f"--task {o.task}: no such task")
+    pool = out / "pool"
+    sampler = BackendOptions(model=o.model, batch_size=o.generation_batch, dtype=o.dtype, device=o.device)
+    backend = make_backend(sampler, SamplingSettings(max_new_tokens=MAX_NEW_TOKENS), "math")
+    sample_questions(
+        task.load("train", limit=o.pool_questions),
+        pool / "samples.jsonl",
+        backend,
+        provenance=sampler.describe(),
+        progress=o.progress,
+    )
+    del backend
+    free_accelerator_memory()
+    judge_records(pool / "samples.jsonl", pool / "judged.jsonl", load_judge(JudgeOptions(o.judge)), progress=False)
+    subsets = nested_subsets(load_records(pool / "judged.jsonl"), o.sizes, parse_ratio(o.ratio), seed=0)
+    for size, records in subsets.items():
+        path = out / "data" / f"size-{size}" / "nlft.jsonl"
+        if not path.is_file():
+            _write_jsonl(path, records)
+    return subsets
+
+
+def _train_cell(o: ExperimentOptions, out: Path, cell: Cell, records: list) -> None:
+    from .config import parse_train_args
+    from .train import train
+
+    run = out / "runs" / cell.name
+    info = run / "run.json"
+    if info.is_file() and json.loads(info.read_text(encoding="utf-8")).get("finished"):
+        return
+    resume = ["--resume_from_checkpoint", "last"] if run.exists() else []
+    print(f"\n== {cell.name}: {cell.method} on {cell.size} records, seed {cell.seed} ==", flush=True)
+    args = [
+        "--method", cell.method,
+        "--data", str(out / "data" / f"size-{cell.size}" / "nlft.jsonl"),
+        "--model_name_or_path", o.model,
+        "--output_dir", str(run),
+        "--num_train_epochs", str(o.epochs),
+        "--per_device_train_batch_size", str(o.batch_size),
+        "--gradient_accumulation_steps", "1",
+        "--learning_rate", str(o.rate(cell.method)),
+        "--seed", str(cell.seed),
+        "--dtype", o.dtype,
+        "--logging_steps", "5",
+        "--report_to", "tensorboard",
+        "--save_strategy", "epoch",
+        "--save_total_limit", "1",
+        "--disable_tqdm", str(not o.progress).lower(),
+        *(["--use_cpu", "true"] if o.device == "cpu" else []),
+        *resume,
+        *o.train_args,
+    ]  # fmt: skip
+    train(*parse_train_args(args))
+
+
+def _evaluate(o: ExperimentOptions, target: Path, *, all_checkpoints: bool = False, model: str | None = None) -> None:
+    from .evaluation import EvalOptions, EvalSettings, run_eval
+    from .generation import BackendOptions
+
+    run_eval(
+        EvalOptions(
+            model=model or str(target),
+            backend=BackendOptions(batch_size=o.generation_batch, dtype=o.dtype, device=o.device),
+            all_checkpoints=all_checkpoints,
+            data=f"{o.task}:test",
+            settings=EvalSettings(limit=o.test_questions, max_new_tokens=MAX_NEW_TOKENS),
+            out=str(target) if model else None,
+            progress=o.progress,
+        )
+    )
+
+
+def collect(o: ExperimentOptions, out: Path) -> list[dict[str, Any]]:
+    """One row per (size, method, epoch): accuracy (authors' rule) of each seed, mean, sd, and the cost."""
+    from .compare import load_curve
+
+    base = json.loads((out / "base" / "summary.json").read_text(encoding="utf-8"))["accuracy"]["authors"]
+    by_key: dict[tuple[int, str, float], list[float]] = {}
+    costs: dict[tuple[int, str], list[float]] = {}
+    for cell in cells(o):
+        run = out / "runs" / cell.name
+        curve = load_curve(run, "paper", f"{o.task}:test")
+        for row in curve.rows:
+            if row["epoch"] is not None:
+                by_key.setdefault((cell.size, cell.method, float(row["epoch"])), []).append(row["authors"])
+        info = json.loads((run / "run.json").read_text(encoding="utf-8"))
+        seconds = info.get("train_seconds")
+        if seconds:
+            costs.setdefault((cell.size, cell.method), []).append(seconds / (cell.size * o.epochs))
+    rows = []
+    for (size, method, epoch), values in sorted(by_key.items()):
+        rows.append(
+            {
+                "size": size,
+                "method": method,
+                "epoch": epoch,
+                "seeds": len(values),
+                "accuracy": values,
+                "mean": statistics.fmean(values),
+                "sd": statistics.stdev(values) if len(values) > 1 else None,
+                "seconds_per_record_epoch": statistics.fmean(costs.get((size, method), [float("nan")])),
+                "base": base,
+            }
+        )
+    return rows
+
+
+def write_results(o: ExperimentOptions, out: Path, rows: list[dict[str, Any]]) -> dict[str, Path]:
+    from .jsonl import atomic_write_bytes, atomic_write_text
+
+    def pct(x):
+        return "-" if x is None else f"{100 * x:.1f}"
+
+    base = rows[0]["base"] if rows else None
+    lines = [
+        f"**{o.model} on {o.task}: test accuracy (greedy, {o.test_questions} questions, authors' rule, %), "
+        f"mean ± sd over seeds {', '.join(map(str, o.seeds))}**; base model {pct(base)}",
+        "",
+        "| records | method | epoch | mean | sd | per seed | s per record-epoch |",
+        "|---:|---|---:|---:|---:|---|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['size']} | {r['method']} | {r['epoch']:g} | {pct(r['mean'])} | {pct(r['sd'])} | "
+            f"{' '.join(pct(v) for v in r['accuracy'])} | {r['seconds_per_record_epoch']:.2f} |"
+        )
+    paths = {k: out / f"results.{k}" for k in ("md", "csv", "json")}
+    paths["png"] = out / "plot.png"
+    atomic_write_text(paths["md"], "\n".join(lines) + "\n")
+    def num(x):
+        return "" if x is None else f"{x:.4f}"
+
+    csv = ["size,method,epoch,seed_accuracies,mean,sd,seconds_per_record_epoch"]
+    csv += [
+        f"{r['size']},{r['method']},{r['epoch']:g},{' '.join(num(v) for v in r['accuracy'])},{num(r['mean'])},"
+        f"{num(r['sd'])},{num(r['seconds_per_record_epoch'])}"
+        for r in rows
+    ]
+    atomic_write_text(paths["csv"], "\n".join(csv) + "\n")
+    atomic_write_text(paths["json"], json.dumps({"options": asdict(o), "rows": rows}, indent=1) + "\n")
+    atomic_write_bytes(paths["png"], plot_png(o, rows))
+    return paths
+
+
+def final_epoch_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    last = max((r["epoch"] for r in rows), default=None)
+    return [r for r in rows if r["epoch"] == last]
+
+
+def plot_png(o: ExperimentOptions, rows: list[dict[str, Any]]) -> bytes:
+    """Accuracy against data size at the last epoch, one line per method, error bars of one sd."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    final = final_epoch_rows(rows)
+    for method in o.methods:
+        mine = sorted((r for r in final if r["method"] == method), key=lambda r: r["size"])
+        if not mine:
+            continue
+        ax.errorbar(
+            [r["size"] for r in mine],
+            [100 * r["mean"] for r in mine],
+            yerr=[100 * (r["sd"] or 0) for r in mine],
+            marker="o",
+            capsize=3,
+            label=method.upper(),
+        )
+    if rows:
+        ax.axhline(100 * rows[0]["base"], color="grey", linestyle=":", label="base")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(o.sizes, [str(s) for s in o.sizes])
+    ax.set_xlabel("training records")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{o.model} on {o.task}, epoch {final[0]['epoch']:g}" if final else o.model)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _estimate(o: ExperimentOptions) -> str | None:
+    """Wall time estimated from the cells already finished in OUT (none: nothing to estimate from yet)."""
+    out = Path(o.out)
+    rates = []
+    for cell in cells(o):
+        info = out / "runs" / cell.name / "run.json"
+        if info.is_file():
+            data = json.loads(info.read_text(encoding="utf-8"))
+            if data.get("train_seconds"):
+                rates.append(data["train_seconds"] / (cell.size * o.epochs))
+    if not rates:
+        return "  estimate: none yet (no finished run in this folder to time)"
+    per = statistics.fmean(rates)
+    left = sum(
+        c.size * o.epochs
+        for c in cells(o)
+        if not (out / "runs" / c.name / "run.json").is_file()
+        or not json.loads((out / "runs" / c.name / "run.json").read_text()).get("finished")
+    )
+    return f"  estimate: {per:.2f} s per record-epoch measured here; training left ~{per * left / 60:.0f} min (evaluation extra)"
