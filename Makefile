@@ -1,5 +1,5 @@
 # Two commands on a fresh machine:
-#   make demo   - set up .venv and run NLFT end to end on the embedded tiny default
+#   make demo   - set up .venv and run the whole NLFT loop on the embedded nlft:mini model (about 3 minutes)
 #   make test   - set up .venv and run the whole test suite
 # and for the edit-test loop: make test-fast (the tests not marked slow, on both cores, under a minute)
 #
@@ -29,10 +29,10 @@ $(STAMP): pyproject.toml constraints.txt
 		|| echo "deepspeed could not be installed: the ZeRO-3 tests will skip, saying so"
 	touch $@
 
+# Two workers with one intra-op thread each: on 2 cores that beats one worker with two threads.
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
-# One intra-op thread per worker: two workers on two cores beat one worker with two threads.
 test-fast: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "not slow" -n 2 $(PYTEST_ARGS)
 
