@@ -131,13 +131,12 @@ def run_demo(options: DemoOptions | None = None, **kwargs) -> int:
     from .compare import compare
     from .config import parse_train_args
     from .evaluation import EvalOptions, EvalSettings, data_name, run_eval
-    from .generation import BackendOptions, SamplingSettings, make_backend
-    from .judging import JudgeOptions, judge_records, load_judge
+    from .generation import BackendOptions, SamplingSettings
+    from .judging import JudgeOptions
     from .localization import localize
-    from .modeling import free_accelerator_memory
+    from .pipeline import sample_and_judge
     from .records import load_records
     from .saliency import score_data, write_report
-    from .sampling import sample_questions
     from .snapshots import list_snapshots
     from .tasks import get_task
     from .train import train
@@ -150,20 +149,16 @@ def run_demo(options: DemoOptions | None = None, **kwargs) -> int:
 
     _stage(f"1. data: {MODEL} answers {o.questions} train questions; the arithmetic judge judges the wrong ones", started)
     task = get_task(TASK)
-    sampler = BackendOptions(model=MODEL, batch_size=o.batch_size, dtype="float32", device="cpu")
-    backend = make_backend(sampler, SamplingSettings(max_new_tokens=MAX_NEW_TOKENS), "math")
     pool = out / "pool"
-    sampled = sample_questions(
+    sampled, judged = sample_and_judge(
         task.load("train", limit=o.questions),
-        pool / "samples.jsonl",
-        backend,
-        provenance=sampler.describe(),
+        pool,
+        sampler=BackendOptions(model=MODEL, batch_size=o.batch_size, dtype="float32", device="cpu"),
+        settings=SamplingSettings(max_new_tokens=MAX_NEW_TOKENS),
+        judge=JudgeOptions(),
         progress=o.progress,
     )
-    del backend
-    free_accelerator_memory()
     print(sampled.summary())
-    judged = judge_records(pool / "samples.jsonl", pool / "judged.jsonl", load_judge(JudgeOptions()), progress=False)
     print(judged.summary())
     n_wrong = min(judged.judged_wrong, sampled.correct // 2)
     if n_wrong < 1:

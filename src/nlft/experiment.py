@@ -176,29 +176,24 @@ def _check_same_plan(out: Path, o: ExperimentOptions) -> None:
 
 def _data(o: ExperimentOptions, out: Path) -> dict[int, list]:
     from .builder import parse_ratio
-    from .generation import BackendOptions, SamplingSettings, make_backend
-    from .judging import JudgeOptions, judge_records, load_judge
-    from .modeling import free_accelerator_memory
+    from .generation import BackendOptions, SamplingSettings
+    from .judging import JudgeOptions
+    from .pipeline import sample_and_judge
     from .records import load_records
-    from .sampling import sample_questions
     from .tasks import get_task
 
     task = get_task(o.task)
     if task is None:
         raise ValueError(f"--task {o.task}: no such task")
     pool = out / "pool"
-    sampler = BackendOptions(model=o.model, batch_size=o.generation_batch, dtype=o.dtype, device=o.device)
-    backend = make_backend(sampler, SamplingSettings(max_new_tokens=MAX_NEW_TOKENS), "math")
-    sample_questions(
+    sample_and_judge(
         task.load("train", limit=o.pool_questions),
-        pool / "samples.jsonl",
-        backend,
-        provenance=sampler.describe(),
+        pool,
+        sampler=BackendOptions(model=o.model, batch_size=o.generation_batch, dtype=o.dtype, device=o.device),
+        settings=SamplingSettings(max_new_tokens=MAX_NEW_TOKENS),
+        judge=JudgeOptions(o.judge),
         progress=o.progress,
     )
-    del backend
-    free_accelerator_memory()
-    judge_records(pool / "samples.jsonl", pool / "judged.jsonl", load_judge(JudgeOptions(o.judge)), progress=False)
     subsets = nested_subsets(load_records(pool / "judged.jsonl"), o.sizes, parse_ratio(o.ratio), seed=0)
     for size, records in subsets.items():
         path = out / "data" / f"size-{size}" / "nlft.jsonl"

@@ -89,6 +89,37 @@ def make_dataset(
     judged = AppendLog.peek(out / JUDGED_FILE)
     first = next((r["judge"] for r in judged.values() if isinstance(r.get("judge"), dict)), None)
     check_same_settings(first, judge_stamp(judge), out / JUDGED_FILE, "judgments")
+    sampled, judged = sample_and_judge(
+        questions, out, sampler=sampler, settings=settings, judge=judge, samples=samples, templates=templates,
+        system=system, rule=rule, progress=progress,
+    )  # fmt: skip
+    try:
+        built = build_dataset(
+            out / JUDGED_FILE, out / DATA_DIR, size=size, ratio=ratio, seed=seed, templates=templates
+        )
+    except ValueError as exc:
+        raise ValueError(
+            f"{exc}.\nThe samples and judgments so far are kept in {out}; rerun with a larger --limit (more questions) "
+            "or more --samples to add to them."
+        ) from None
+    return MakeResult(sampled, judged, built)
+
+
+def sample_and_judge(
+    questions: Sequence[Question],
+    out: Path,
+    *,
+    sampler: BackendOptions,
+    settings: SamplingSettings,
+    judge: JudgeOptions,
+    samples: int = 1,
+    templates: str | Path | None = "math",
+    system: str | None = None,
+    rule: str = "authors",
+    progress: bool = True,
+) -> tuple[SampleSummary, JudgeSummary]:
+    """Steps 1 and 2: ``OUT/samples.jsonl`` and ``OUT/judged.jsonl``, each resumed from its file. The sampling
+    model is freed before the judge loads."""
     backend = make_backend(sampler, settings, templates)
     sampled = sample_questions(
         questions,
@@ -106,13 +137,4 @@ def make_dataset(
     judged = judge_records(
         out / SAMPLES_FILE, out / JUDGED_FILE, load_judge(judge, templates), progress=progress
     )
-    try:
-        built = build_dataset(
-            out / JUDGED_FILE, out / DATA_DIR, size=size, ratio=ratio, seed=seed, templates=templates
-        )
-    except ValueError as exc:
-        raise ValueError(
-            f"{exc}.\nThe samples and judgments so far are kept in {out}; rerun with a larger --limit (more questions) "
-            "or more --samples to add to them."
-        ) from None
-    return MakeResult(sampled, judged, built)
+    return sampled, judged
