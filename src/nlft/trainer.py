@@ -300,6 +300,31 @@ def batch_scores(
     )
 
 
+def _length_grouped_base():
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    return LengthGroupedSampler
+
+
+class SeededLengthGroupedSampler(_length_grouped_base()):
+    """transformers' ``LengthGroupedSampler`` with an order that depends only on the seed and the epoch. Its own
+    draws from the global RNG, whose state a resumed run does not share at that point, so a run killed
+    mid-epoch resumed onto another order; this one replays the same batches."""
+
+    def __init__(self, batch_size: int, *, seed: int, **kwargs):
+        super().__init__(batch_size, **kwargs)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        from transformers.trainer_pt_utils import get_length_grouped_indices
+
+        generator = torch.Generator().manual_seed(self.seed * 1000 + self.epoch)
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
+
+
 class NLFTTrainer(Trainer):
     """``Trainer`` whose loss is NLFT's. ``args`` is an ``NLFTConfig``."""
 
@@ -349,11 +374,20 @@ class NLFTTrainer(Trainer):
             atomic_write_bytes(path, buffer.getvalue())
 
     def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
         if self.args.train_sampling_strategy == "group_by_length" and self.args.per_device_train_batch_size == 1:
             # One record per micro-batch pads nothing; grouping would only sort the order. (sft_config agrees.)
             from torch.utils.data import RandomSampler
 
-            return RandomSampler(train_dataset if train_dataset is not None else self.train_dataset)
+            return RandomSampler(dataset)
+        if self.args.train_sampling_strategy == "group_by_length":
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return SeededLengthGroupedSampler(
+                self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                dataset=dataset,
+                lengths=dataset["length"],
+                seed=seed,
+            )
         return super()._get_train_sampler(train_dataset)
 
     # -- normalisation ------------------------------------------------------------------------------------------
