@@ -274,12 +274,6 @@ KILL_IN_SAVE = textwrap.dedent(
 )
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known open bug (found at the end of stop 16): for some kill moments the resumed run's weights differ "
-    "from the straight run's; resuming from any complete checkpoint is bit-identical (checked at steps 2 and 6), "
-    "the moment that breaks it is not found yet. Runs on every CI and reports XPASS when it passes.",
-)
 def test_sigkill_at_random_moments_and_during_saves_then_resume_is_bit_identical(tmp_path, data):
     import random
 
@@ -336,3 +330,59 @@ def test_sigkill_at_random_moments_and_during_saves_then_resume_is_bit_identical
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ"
     info = json.loads((run / "run.json").read_text())
     assert info["global_step"] == 10
+
+
+def _as_if_killed_at(run, step: int) -> None:
+    """``run`` as a kill right after its checkpoint-``step`` leaves it: later checkpoints, the final adapter and
+    the finished mark gone."""
+    import shutil
+
+    for folder in run.glob("checkpoint-*"):
+        if int(folder.name.split("-")[1]) > step:
+            shutil.rmtree(folder)
+    shutil.rmtree(run / "adapter")
+    info = json.loads((run / "run.json").read_text())
+    info.pop("finished")
+    (run / "run.json").write_text(json.dumps(info))
+
+
+def test_resumed_from_the_last_step_or_an_epochs_end_trains_nothing_more_and_keeps_every_epoch(tmp_path, data):
+    import shutil
+
+    # 4 records, one per step: epochs end at steps 4 and 8, and step 10 is inside the third.
+    args = [
+        "--data", str(data), *COMMON, "--report_to", "none", "--max_steps", "10", "--per_device_train_batch_size", "1",
+        "--gradient_accumulation_steps", "1", "--save_strategy", "steps", "--save_steps", "1", "--lora_dropout", "0",
+        *SGD,
+    ]  # fmt: skip
+    straight = tmp_path / "straight"
+    nlft("train", *args, "--output_dir", str(straight))
+    epochs = sorted(p.name for p in (straight / "epochs").iterdir())
+    assert epochs == ["epoch-1", "epoch-2"]  # no save named for the part of epoch 3 that ran
+    for epoch, step in ((1, 4), (2, 8)):
+        got = load_file(straight / "epochs" / f"epoch-{epoch}" / "adapter_model.safetensors")
+        want = load_file(straight / f"checkpoint-{step}" / "adapter_model.safetensors")
+        assert all(torch.equal(got[k], want[k]) for k in want), f"epoch-{epoch} is not the weights of step {step}"
+
+    # Killed after the checkpoint of its last step: resuming trains no step 11 and saves those weights.
+    last = tmp_path / "last"
+    shutil.copytree(straight, last)
+    _as_if_killed_at(last, 10)
+    nlft("train", *args, "--output_dir", str(last), "--resume_from_checkpoint", "last")
+    assert not (last / "checkpoint-11").exists()
+    assert json.loads((last / "run.json").read_text())["global_step"] == 10
+    a, b = adapter(straight), adapter(last)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    # Killed after the checkpoint of an epoch's last step, before that epoch's save: resuming writes it.
+    edge = tmp_path / "edge"
+    shutil.copytree(straight, edge)
+    _as_if_killed_at(edge, 8)
+    shutil.rmtree(edge / "epochs" / "epoch-2")
+    nlft("train", *args, "--output_dir", str(edge), "--resume_from_checkpoint", "last")
+    got = load_file(edge / "epochs" / "epoch-2" / "adapter_model.safetensors")
+    want = load_file(straight / "epochs" / "epoch-2" / "adapter_model.safetensors")
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    assert json.loads((edge / "run.json").read_text())["epochs"] == [1, 2]
+    a, b = adapter(straight), adapter(edge)
+    assert all(torch.equal(a[k], b[k]) for k in a)

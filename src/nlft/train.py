@@ -217,6 +217,24 @@ def load_training_tokenizer(model_cfg: ModelConfig):
     return load_tokenizer(model_cfg.model_name_or_path, trust_remote_code=model_cfg.trust_remote_code)
 
 
+def _remove_dead_partials(run_dir: Path) -> None:
+    """Remove ``.base-model.<pid>`` folders that a killed start left half-written (their process is gone)."""
+    import shutil
+
+    for partial in run_dir.glob(".base-model.*"):
+        pid = partial.name.rsplit(".", 1)[1]
+        if not pid.isdigit() or partial.is_symlink() or not partial.is_dir():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # still running: another process's build
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        shutil.rmtree(partial, ignore_errors=True)
+
+
 def load_training_model(model_cfg: ModelConfig, train_cfg: NLFTConfig, run_dir: Path, tokenizer=None):
     """(model with LoRA attached unless full fine-tuning, tokenizer, base model name).
 
@@ -238,6 +256,7 @@ def load_training_model(model_cfg: ModelConfig, train_cfg: NLFTConfig, run_dir: 
         target = run_dir / "base-model"
         with train_cfg.main_process_first(desc="building the tiny model"):
             if not (target / "config.json").exists():
+                _remove_dead_partials(run_dir)
                 # Written beside and renamed: other processes never see half a model.
                 partial = run_dir / f".base-model.{os.getpid()}"
                 save_tiny_model(partial, seed=train_cfg.seed)
@@ -461,7 +480,7 @@ def train(
     ``callbacks`` are added to the run's own; those that are ``trainer.TrainerAware`` are bound to the trainer.
     ``method_settings`` is the method's own settings object (its ``settings_class``), if it has one.
     """
-    from .trainer import TrainerAware, save_atomically
+    from .trainer import PlannedStepsDone, StopWhenDone, TrainerAware, save_atomically
 
     method = check_request(data, model_cfg, train_cfg)
     run_dir = Path(train_cfg.output_dir)
@@ -511,13 +530,20 @@ def train(
         logger.warning("skipped: %s", line)
     record_start(job, method, skipped)
 
-    job.callbacks = _run_callbacks(job, method, callbacks)
+    job.callbacks = _run_callbacks(job, method, callbacks) + [StopWhenDone()]
     trainer = method.build_trainer(job)
     check_engine_in_effect(trainer)
     for cb in job.callbacks:
         if isinstance(cb, TrainerAware):
             cb.bind(trainer)
-    output = trainer.train(resume_from_checkpoint=resume)
+    try:
+        output = trainer.train(resume_from_checkpoint=resume)
+    except PlannedStepsDone:
+        from transformers.trainer_utils import TrainOutput
+
+        # Killed after its last checkpoint, before it finished: the checkpoint's weights are the run's.
+        logger.warning("%s holds the run's last step: nothing left to train", resume)
+        output = TrainOutput(trainer.state.global_step, float("nan"), {})
     save_atomically(trainer, run_dir / (ADAPTER_DIR if model_cfg.use_peft else MODEL_DIR))
     seconds = time.time() - started
     if trainer.is_world_process_zero():

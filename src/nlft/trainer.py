@@ -533,18 +533,66 @@ def save_atomically(trainer: Trainer, target: str | Path) -> Path:
 
 
 class SaveEveryEpoch(TrainerAware):
-    """Saves the adapter (or model) at each epoch end to ``RUN/epochs/epoch-N`` (the reference did too)."""
+    """Saves the adapter (or model) at each whole epoch's end to ``RUN/epochs/epoch-N`` (the reference did too).
+
+    A run that ends inside an epoch (``max_steps``) saves no ``epoch-N`` for that part: its last weights are the
+    run's own. A run resumed from the checkpoint of an epoch's last step writes that epoch's save if a kill took
+    it (the checkpoint is saved before the epoch's end is reached)."""
 
     def __init__(self, run_dir: str | Path, on_saved=None):
         self.run_dir = Path(run_dir)
         self.on_saved = on_saved
 
-    def on_epoch_end(self, args, state, control, **kwargs):
-        if self.trainer is None:
-            raise RuntimeError("SaveEveryEpoch needs its trainer (bind it)")
-        epoch = int(round(state.epoch or 0))
+    @staticmethod
+    def whole_epoch(state) -> int | None:
+        epoch = state.epoch or 0.0
+        return int(round(epoch)) if epoch >= 1 and abs(epoch - round(epoch)) < 1e-6 else None
+
+    def _save(self, state, epoch: int) -> None:
         target = self.run_dir / EPOCHS_DIR / f"epoch-{epoch}"
         save_atomically(self.trainer, target)
         if self.on_saved is not None and state.is_world_process_zero:
             self.on_saved(epoch, target)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        epoch = self.whole_epoch(state) if state.global_step > 0 else None
+        if epoch is None:
+            return control
+        missing = state.is_world_process_zero and not (self.run_dir / EPOCHS_DIR / f"epoch-{epoch}").is_dir()
+        if args.world_size > 1:  # every process takes part in the save, so all must decide alike
+            from accelerate.utils import broadcast_object_list
+
+            box = [missing]
+            broadcast_object_list(box, from_process=0)
+            missing = box[0]
+        if missing:
+            self._bound()
+            self._save(state, epoch)
+        return control
+
+    def _bound(self) -> None:
+        if self.trainer is None:
+            raise RuntimeError("SaveEveryEpoch needs its trainer (bind it)")
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self._bound()
+        epoch = self.whole_epoch(state)
+        if epoch is not None:
+            self._save(state, epoch)
+        return control
+
+
+class PlannedStepsDone(Exception):
+    """Raised by ``StopWhenDone``: the resumed checkpoint is the run's last step; there is nothing left to train."""
+
+
+class StopWhenDone(TrainerCallback):
+    """transformers, resumed from a checkpoint saved at the run's last step where that step is inside an epoch
+    (``max_steps``), trains one step more: its loop looks for the end only after a step. This stops it before that
+    step, once the checkpoint's weights are loaded (``on_train_begin``); ``nlft.train`` then saves them. Put it
+    after the callbacks that act at the start of training."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.max_steps > 0 and state.global_step >= state.max_steps:
+            raise PlannedStepsDone(state.global_step)
         return control
