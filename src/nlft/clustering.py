@@ -40,6 +40,14 @@ FIRST_STEPS = 4  # at most this many comparisons each walk makes one at a time b
 MERGE_TOLERANCE = 1e-3  # proxies this close (relative) are followed as one group; the bound keeps it exact
 
 
+def _rowdot(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """Row-wise inner products, each a float dot product of length d (the rounding every bound here assumes):
+    as a batched matrix product for many rows (memory-bound there: it streams the rows once), else products summed."""
+    if A.shape[0] > 1024:
+        return torch.bmm(A[:, None, :], B[:, :, None]).view(A.shape[0])
+    return (A * B).sum(-1)
+
+
 def _criterion(cos: torch.Tensor, mode: str, radius: float) -> torch.Tensor:
     # As the reference computes it: the cosine in the states' precision, then 1 - cos against the radius in Python
     # floats (double) — a float32 comparison would round the radius and could decide a tie differently.
@@ -87,9 +95,10 @@ class _Clusterer:
         u = torch.finfo(hidden.dtype).eps / 2  # unit roundoff
         self.u = u
         self.gamma_d = self.d * u / (1 - self.d * u)
-        self.hh = torch.linalg.vecdot(hidden, hidden)  # squared norms, by position
+        self.hh = _rowdot(hidden, hidden)  # squared norms, by position
         self.max_norm = float(self.hh.max().sqrt()) if self.n else 0.0
         self.seq = {"L": _Sequence(hidden, True), "R": _Sequence(hidden, False)}  # L from the right end, R from the left
+        self.hh_seq = {"L": self.hh.flip(0), "R": self.hh}  # squared norms, by sequence index
         k = torch.arange(SUB + 1, dtype=torch.float64)
         weights = torch.exp2(-(k[:, None] - k[None, :SUB]))  # 2^-(k-m)
         self.lower = torch.where(k[:, None] > k[None, :SUB], weights, 0.0).to(hidden.dtype).to(hidden.device)
@@ -99,7 +108,7 @@ class _Clusterer:
         chain = torch.where(r[:, None] > r[None, :], torch.exp2(-SUB * (r[:, None] - 1 - r[None, :])), 0.0)
         self.chain = chain.to(hidden.dtype).to(hidden.device)
 
-    vecdot = staticmethod(torch.linalg.vecdot)
+    vecdot = staticmethod(_rowdot)
 
     def prefix(self, H: torch.Tensor) -> torch.Tensor:
         """T[k] = sum_{m<k} 2^-(k-m) H[m] for k = 0 .. len(H): a small matrix product within each run of SUB
@@ -113,11 +122,16 @@ class _Clusterer:
             padded[:size] = H
         else:
             padded = H
-        local = torch.matmul(self.lower, padded.view(runs, SUB, d))  # [runs, SUB + 1, d], local[r, 0] = 0
-        starts = self.chain[:runs, :runs] @ local[:, SUB]  # [runs, d]: T at each run's start
-        T = local + self.decay[:, None] * starts[:, None]  # [runs, SUB + 1, d]
-        # Row SUB of run r is row 0 of run r + 1: keep each run's first SUB rows, then the last row.
-        return torch.cat([T[:, :SUB].reshape(runs * SUB, d)[:size], T[(size - 1) // SUB, (size - 1) % SUB + 1][None]])
+        runs_of = padded.view(runs, SUB, d)
+        out = H.new_empty(runs * SUB + 1, d)
+        body = out[: runs * SUB].view(runs, SUB, d)
+        torch.matmul(self.lower[:SUB], runs_of, out=body)  # within each run: body[r, 0] = 0
+        ends = torch.matmul(self.lower[SUB], runs_of)  # [runs, d]: each run's own sum at its end
+        starts = self.chain[:runs, :runs] @ ends  # [runs, d]: T at each run's start
+        body.addcmul_(self.decay[:SUB, None], starts[:, None])  # 2^-k start: exact, so one rounding per add
+        if size % SUB == 0:  # T[size] is past the last run's rows
+            out[runs * SUB] = ends[-1] + starts[-1] * float(self.decay[SUB])
+        return out[: size + 1]  # otherwise T[size] is a row of the last run (from its rows before size only)
 
     # -- exact replays ---------------------------------------------------------------------------------------
     def exact(self, members: list[_Member], phase: str, index: int) -> list[torch.Tensor]:
@@ -200,7 +214,7 @@ class _Clusterer:
                     break
                 C, pos, walkers = C[keep], [pos[x] for x in keep], [walkers[x] for x in keep]
             H = seq.rows(pos)
-            dot, cc, hh = torch.linalg.vecdot(C, H), torch.linalg.vecdot(C, C), self.hh[seq.index(pos)]
+            dot, cc, hh = _rowdot(C, H), _rowdot(C, C), self.hh[seq.index(pos)]
             cos = dot / torch.sqrt(torch.clamp(cc * hh, min=1e-16))
             take = _criterion(cos, self.mode, self.radius).tolist()
             certain = (((1.0 - cos.double() - self.radius).abs() > err) & (cc * hh > 1e-12)).tolist()
@@ -265,30 +279,38 @@ class _Clusterer:
         T = self.prefix(H)  # T[k] = sum_{m<k} 2^-(k-m) H[m]
         offs = torch.tensor([w[0] for w in walks], device=H.device)
         C0 = torch.stack([w[1] for w in walks])
+        c0_norm = float(torch.linalg.vector_norm(C0, dim=1).max())
         bound0 = torch.tensor([w[2] for w in walks], dtype=torch.float64, device=H.device)
-        V = C0 - T[offs]
+        V = C0.sub_(T[offs])  # C0 is a fresh stack
         ks = torch.arange(size + 1, device=H.device)
         steps = ks[None, :] - offs[:, None]  # [W, size+1]
         valid = steps >= 0
         a = torch.exp2(-steps.clamp(min=0).to(H.dtype)) * valid  # 2^-(k-j), 0 before the walk joins
         # Cosines of the proxies r = a v + T_k with h_k, from inner products (no [W, size, d] tensor).
         ak = a[:, :size]
-        vh, vt = V @ H.T, V @ T[:size].T
+        vh = V @ H.T
+        # v.T_k = sum_{m<k} 2^-(k-m) v.h_m: the prefix of the row products, not a second product with d columns.
+        # Its distance from the float product v.T_k that it replaces is at most |v| max|h| (gamma_d + 5 gamma_k):
+        # the row products' rounding, the prefix's own over them, and T's. The certificate below allows for that
+        # by reading |T_k| as at least max|h| and gamma_d as gamma_d + 5 gamma_k.
+        vt = self.prefix(vh.T.contiguous())[:size].T
         vecdot = self.vecdot
         th, tt, vv = vecdot(T[:size], H), vecdot(T[:size], T[:size]), vecdot(V, V)
-        hh = self.hh[seq.index(list(range(i, i + size)))]
+        hh = self.hh_seq[phase][i : i + size]
         rh = ak * vh + th
         rr = (ak * ak * vv[:, None] + 2 * ak * vt + tt).clamp(min=0)
         cos = rh / torch.sqrt(torch.clamp(rr * hh, min=1e-16))
         take = _criterion(cos, self.mode, self.radius)
         # The certificate (see the module docstring), in float64.
-        u, g = self.u, self.gamma_d
+        u = self.u
         gk = (size + 2) * u / (1 - (size + 2) * u)
-        m_all = max(self.max_norm, float(torch.linalg.vector_norm(C0, dim=1).max()))
+        g = self.gamma_d + 5 * gk
+        m_all = max(self.max_norm, c0_norm)
         e_block = 2 * u * m_all + 4 * (gk + 3 * u) * m_all
         bound = a.double() * bound0[:, None] + e_block  # [W, size+1]
         r_norm = torch.sqrt(rr.double()).clamp(min=1e-300)
-        kappa = (ak.double() * vv.double().sqrt()[:, None] + tt.double().sqrt()) / r_norm
+        t_norm = tt.double().sqrt().clamp(min=self.max_norm)
+        kappa = (ak.double() * vv.double().sqrt()[:, None] + t_norm) / r_norm
         err = 3 * g * (kappa * kappa + 1) + 3 * g + 4 * u + 2.01 * bound[:, :size] / r_norm
         margin = (1.0 - cos.double() - self.radius).abs()
         certain = (margin > err) & (rr.double() * hh.double() > 1e-12) & torch.isfinite(cos)
@@ -297,7 +319,7 @@ class _Clusterer:
         offs_l, first_l = offs.tolist(), first.tolist()
         certain_l = certain.gather(1, first.clamp(max=size - 1)[:, None]).squeeze(1).tolist()
         again, survivors = [], []
-        r_first = a.gather(1, first[:, None]) * V + T[first]  # the proxies where each walk's event is
+        r_first = torch.addcmul(T[first], a.gather(1, first[:, None]), V)  # the proxies where each walk's event is
         b_first = bound.gather(1, first[:, None]).squeeze(1).tolist()
         for w, (off, k) in enumerate(zip(offs_l, first_l)):
             if k > off:
@@ -337,8 +359,12 @@ class _Clusterer:
         C = torch.stack([c for c, _, _ in groups])
         norms = torch.sqrt(self.vecdot(C, C).double())
         tol = (MERGE_TOLERANCE * norms).tolist()
-        P = C.double() @ self.probes(C.shape[1], C.device)
-        near = (torch.cdist(P, P) <= MERGE_TOLERANCE * norms[:, None] * (1 + 1e-9) + 1e-12).tolist()
+        # Only a filter (a merge is decided from the distance itself): the projection in the states' precision,
+        # its rounding (at most gamma_d of the norm per direction) allowed for on both sides.
+        P = C @ self.probes(C.shape[1], C.device)
+        gap = torch.cdist(P, P) if len(groups) > 256 else (P[:, None] - P[None]).square().sum(-1).sqrt()
+        slack = MERGE_TOLERANCE + 4 * PROBES**0.5 * self.gamma_d
+        near = (gap.double() <= slack * norms[:, None] * (1 + 1e-6) + 1e-12).tolist()
         alive = [True] * len(groups)
         out = []
         for x in range(len(groups)):
@@ -361,7 +387,8 @@ class _Clusterer:
     def probes(self, d: int, device) -> torch.Tensor:
         if getattr(self, "_probes", None) is None:
             g = torch.Generator().manual_seed(0)
-            self._probes = torch.linalg.qr(torch.randn(d, PROBES, generator=g, dtype=torch.float64))[0].to(device)
+            q = torch.linalg.qr(torch.randn(d, PROBES, generator=g, dtype=torch.float64))[0]
+            self._probes = q.to(self.h.dtype).to(device)
         return self._probes
 
 
