@@ -46,13 +46,88 @@ def test_sft_trains_on_every_response(tmp_path):
 
 
 def test_every_method_trains_on_the_same_records_with_the_same_schedule(tmp_path):
+    from nlft.methods import GRPOSettings
+
     configs = {}
+    small_rl = GRPOSettings(grpo_num_generations=2, grpo_max_completion_length=8)  # one question per step
     for method in sorted(METHODS):
-        result = train(*config(tmp_path, "--method", method, "--max_steps", "2", "--seed", "3", name=method))
+        cfg = config(tmp_path, "--method", method, "--max_steps", "2", "--seed", "3", "--gradient_accumulation_steps",
+                     "1", "--per_device_train_batch_size", "1", name=method)  # fmt: skip
+        result = train(*cfg, method_settings=small_rl if method == "grpo" else None)
         info = json.loads((result.run_dir / "run.json").read_text())
         assert info["method"] == method and info["records"] == len(ROWS) and result.global_step == 2
         lines = (result.run_dir / "config.yaml").read_text().splitlines()
-        configs[method] = sorted(x for x in lines if not x.startswith(("method:", "data:", "output_dir:")))
+        configs[method] = sorted(x for x in lines if not x.startswith(("method:", "data:", "output_dir:", "grpo_")))
     first = configs.pop("nlft")
     assert "max_steps: 2" in first and "seed: 3" in first
     assert all(c == first for c in configs.values())
+
+
+def test_grpo_reward_pays_a_correct_final_answer_only_and_counts_the_tokens():
+    from nlft.methods import CorrectnessReward
+
+    reward = CorrectnessReward()
+    gold = "Natalia sold 48/2 = 24 clips in May.\n#### 72"
+    completions = [
+        "48/2 = 24\n48+24 = 72\n#### 72",  # right
+        "48*2 = 96\n48+96 = 144\n#### 144",  # wrong answer
+        "48/2 = 24, so 72 in all",  # no '#### N' line: the authors' rule takes the last number, strict nothing
+        "#### 72.0",  # the same number, written otherwise
+    ]
+    got = reward(["q"] * 4, completions, reference=[gold] * 4, completion_ids=[[1, 2, 3], [4], [5, 6], [7]])
+    assert got == [1.0, 0.0, 1.0, 1.0]
+    assert reward.tokens == 7
+    strict = CorrectnessReward("strict")
+    assert strict(["q"] * 4, completions, reference=[gold] * 4) == [1.0, 0.0, 0.0, 1.0]
+    reward(["q"], ["#### 3"], reference=["#### 3"], completion_ids=[[1, 2]])
+    assert reward.tokens == 9
+
+
+def test_grpo_prompts_are_the_x_base_prompts_one_per_question(tmp_path):
+    from nlft.methods import grpo_prompts
+
+    job = job_for(tmp_path)
+    rows = grpo_prompts(job)
+    assert len(rows) == 2  # two questions, each asked twice
+    first = {}
+    for r in job.records:
+        first.setdefault(job.texts[job.records.index(r)].question, r)
+    for row, record in zip(rows, first.values()):
+        assert job.tokenizer(row["prompt"])["input_ids"] == list(record.prompt_ids["base"])
+    assert [row["reference"] for row in rows] == list(dict.fromkeys(r["reference"] for r in ROWS))
+
+
+def test_grpo_trains_on_the_questions_and_records_its_costs(tmp_path):
+    from nlft.config import parse_train_config
+    from nlft.methods import GRPOSettings
+
+    data, model_cfg, args, *settings = parse_train_config(
+        [
+            "--method", "grpo", "--data", str(config(tmp_path)[0].data), "--model_name_or_path", "nlft:tiny",
+            "--output_dir", str(tmp_path / "grpo"), "--dtype", "float32", "--use_cpu", "true", "--report_to", "none",
+            "--disable_tqdm", "true", "--max_length", "512", "--max_steps", "2", "--gradient_accumulation_steps", "1",
+            "--per_device_train_batch_size", "1", "--grpo_num_generations", "2", "--grpo_max_completion_length", "8",
+            "--logging_steps", "1", "--save_strategy", "no",
+        ]
+    )  # fmt: skip
+    own = next(s for s in settings if isinstance(s, GRPOSettings))
+    assert (own.grpo_num_generations, own.grpo_max_completion_length) == (2, 8)
+    result = train(data, model_cfg, args, method_settings=own)
+    info = json.loads((tmp_path / "grpo" / "run.json").read_text())
+    assert info["finished"] and info["global_step"] == 2
+    # 2 steps x 1 question x 2 completions, each at most 8 tokens (the random tiny model never stops early).
+    logged = [h for h in result.log_history if "completions/mean_length" in h]
+    assert info["tokens_generated"] == sum(2 * h["completions/mean_length"] for h in logged) and 0 < info["tokens_generated"] <= 32
+    assert all("rewards/correct/mean" in h for h in logged)
+    assert info["peak_memory_mb"] > 0 and info["memory_measure"]
+
+
+def test_grpo_settings_are_checked():
+    import pytest
+
+    from nlft.methods import GRPOSettings
+
+    with pytest.raises(ValueError, match="at least 2"):
+        GRPOSettings(grpo_num_generations=1)
+    with pytest.raises(ValueError, match="grpo_reward_rule"):
+        GRPOSettings(grpo_reward_rule="nearest")

@@ -641,7 +641,8 @@ def _experiment(args: argparse.Namespace) -> int:
             raise ValueError(f"--method-lr {item!r}: write METHOD=RATE, e.g. sft=2e-4") from None
     return run_experiment(
         ExperimentOptions(
-            out=args.out, model=args.model, task=args.task, judge=args.judge, pool_questions=args.pool_questions,
+            out=args.out, model=args.model, task=args.task, judge=args.judge, judge_model=args.judge_model,
+            judge_base_url=args.judge_base_url, pool_questions=args.pool_questions,
             sizes=args.sizes, ratio=args.ratio, methods=args.methods, seeds=args.seeds, epochs=args.epochs,
             learning_rate=args.learning_rate, learning_rates=rates, test_questions=args.test_questions,
             batch_size=args.batch_size, train_args=args.train_args or [], dtype=args.dtype, device=args.device,
@@ -652,6 +653,7 @@ def _experiment(args: argparse.Namespace) -> int:
 
 def _register_experiment(sub) -> None:
     from .experiment import ExperimentOptions
+    from .judging import JUDGE_BACKENDS
     from .methods import METHODS
     from .modeling import DTYPES
 
@@ -672,7 +674,10 @@ def _register_experiment(sub) -> None:
     p.add_argument("--out", required=True, help="experiment folder (resumed when it holds this experiment)")
     p.add_argument("--model", default=d.model)
     p.add_argument("--task", default=d.task, help="a task name: mini-math, gsm8k")
-    p.add_argument("--judge", default=d.judge, choices=["arithmetic"], help="the judge of wrong answers")
+    p.add_argument("--judge", default=d.judge, choices=list(JUDGE_BACKENDS),
+                   help="the judge of wrong answers: the offline arithmetic checker, or a model (--judge-model)")  # fmt: skip
+    p.add_argument("--judge-model", help="openai: the model name (e.g. gpt-4o); hf: a hub id or folder")
+    p.add_argument("--judge-base-url", help="openai: the server (default: api.openai.com; key from $OPENAI_API_KEY)")
     p.add_argument("--pool-questions", type=POSITIVE, default=d.pool_questions)
     p.add_argument("--sizes", type=POSITIVE, nargs="+", default=d.sizes)
     p.add_argument("--ratio", default=d.ratio, help="correct:wrong of every subset (2:1 = the paper's 1:2 wrong:correct)")

@@ -30,11 +30,13 @@ class ExperimentOptions:
     out: str
     model: str = "nlft:mini"
     task: str = "mini-math"
-    judge: str = "arithmetic"
+    judge: str = "arithmetic"  # or a model judge: "openai" (any OpenAI-compatible server) or "hf" (a local model)
+    judge_model: str | None = None  # the judge model's name (openai) or hub id / folder (hf)
+    judge_base_url: str | None = None  # openai: the server, e.g. http://localhost:8000/v1 (key from $OPENAI_API_KEY)
     pool_questions: int = 400  # train questions the model answers once; the subsets come from these
     sizes: list[int] = field(default_factory=lambda: [25, 50, 100])
     ratio: str = "2:1"  # correct:wrong (the paper's 1:2 wrong:correct)
-    methods: list[str] = field(default_factory=lambda: ["nlft", "sft", "rft", "sft-gold"])
+    methods: list[str] = field(default_factory=lambda: ["nlft", "sft", "rft", "sft-gold", "grpo"])
     seeds: list[int] = field(default_factory=lambda: [0, 1])
     epochs: int = 3
     learning_rate: float = 1e-3  # one rate for every method (tune them alike with learning_rates)
@@ -53,6 +55,12 @@ class ExperimentOptions:
         from .methods import METHODS
 
         parse_ratio(self.ratio)
+        from .judging import JUDGE_BACKENDS
+
+        if self.judge not in JUDGE_BACKENDS:
+            raise ValueError(f"--judge must be one of {', '.join(JUDGE_BACKENDS)}, not {self.judge!r}")
+        if self.judge != "arithmetic" and not self.judge_model:
+            raise ValueError(f"--judge {self.judge} needs --judge-model (the model that writes the judgments)")
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
             raise ValueError(f"--methods: unknown {', '.join(unknown)} (choose from {', '.join(METHODS)})")
@@ -157,6 +165,8 @@ def _check_same_plan(out: Path, o: ExperimentOptions) -> None:
 
     path = out / "experiment.json"
     fixed = {k: v for k, v in asdict(o).items() if k in ("model", "task", "judge", "pool_questions", "ratio")}
+    if o.judge != "arithmetic":
+        fixed["judge_model"] = o.judge_model
     if path.is_file():
         try:
             earlier = json.loads(path.read_text(encoding="utf-8")).get("fixed", {})
@@ -191,7 +201,12 @@ def _data(o: ExperimentOptions, out: Path) -> dict[int, list]:
         pool,
         sampler=BackendOptions(model=o.model, batch_size=o.generation_batch, dtype=o.dtype, device=o.device),
         settings=SamplingSettings(max_new_tokens=MAX_NEW_TOKENS),
-        judge=JudgeOptions(o.judge),
+        judge=JudgeOptions(
+            o.judge,
+            model=None
+            if o.judge == "arithmetic"
+            else BackendOptions(model=o.judge_model, base_url=o.judge_base_url, dtype=o.dtype, device=o.device),
+        ),
         progress=o.progress,
     )
     subsets = nested_subsets(load_records(pool / "judged.jsonl"), o.sizes, parse_ratio(o.ratio), seed=0)
@@ -203,7 +218,8 @@ def _data(o: ExperimentOptions, out: Path) -> dict[int, list]:
 
 
 def _train_cell(o: ExperimentOptions, out: Path, cell: Cell, records: list) -> None:
-    from .config import parse_train_args
+    from .config import parse_train_config
+    from .methods import get_method
     from .train import train
 
     run = out / "runs" / cell.name
@@ -229,10 +245,14 @@ def _train_cell(o: ExperimentOptions, out: Path, cell: Cell, records: list) -> N
         "--save_total_limit", "1",
         "--disable_tqdm", str(not o.progress).lower(),
         *(["--use_cpu", "true"] if o.device == "cpu" else []),
+        "--grpo_max_completion_length", str(MAX_NEW_TOKENS),  # as long as the samples and the evaluation's
         *resume,
         *o.train_args,
     ]  # fmt: skip
-    train(*parse_train_args(args))
+    data, model, train_cfg, *settings = parse_train_config(args)
+    wanted = get_method(cell.method).settings_class
+    own = next((x for x in settings if wanted is not None and isinstance(x, wanted)), None)
+    train(data, model, train_cfg, method_settings=own)
 
 
 def _evaluate(o: ExperimentOptions, target: Path, *, all_checkpoints: bool = False, model: str | None = None) -> None:
@@ -268,7 +288,14 @@ def collect(o: ExperimentOptions, out: Path) -> list[dict[str, Any]]:
         info = json.loads((run / "run.json").read_text(encoding="utf-8"))
         seconds = info.get("train_seconds")
         if seconds:
-            costs.setdefault((cell.size, cell.method), []).append(seconds / (cell.size * o.epochs))
+            costs.setdefault((cell.size, cell.method), []).append(
+                {
+                    "seconds_per_record_epoch": seconds / (cell.size * o.epochs),
+                    "seconds_per_epoch": seconds / o.epochs,
+                    "peak_memory_mb": info.get("peak_memory_mb"),
+                    "tokens_generated_per_record_epoch": info.get("tokens_generated", 0) / (cell.size * o.epochs),
+                }
+            )
     rows = []
     for (size, method, epoch), values in sorted(by_key.items()):
         rows.append(
@@ -280,11 +307,43 @@ def collect(o: ExperimentOptions, out: Path) -> list[dict[str, Any]]:
                 "accuracy": values,
                 "mean": statistics.fmean(values),
                 "sd": statistics.stdev(values) if len(values) > 1 else None,
-                "seconds_per_record_epoch": statistics.fmean(costs.get((size, method), [float("nan")])),
+                **_mean_costs(costs.get((size, method), [])),
                 "base": base,
             }
         )
     return rows
+
+
+COST_KEYS = ("seconds_per_record_epoch", "seconds_per_epoch", "peak_memory_mb", "tokens_generated_per_record_epoch")
+
+
+def _mean_costs(runs: list[dict[str, Any]]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for key in COST_KEYS:
+        values = [r[key] for r in runs if r.get(key) is not None]
+        out[key] = statistics.fmean(values) if values else None
+    return out
+
+
+# The paper's claim against ReFT (RL after an SFT warm-up): 78% less training time and 92% less memory.
+PAPER_RATIOS = {"seconds_per_epoch": 0.22, "peak_memory_mb": 0.08}
+
+
+def cost_ratios(rows: list[dict[str, Any]], method: str = "nlft", against: str = "grpo") -> list[dict[str, Any]]:
+    """Per size: ``method``'s training time per epoch and peak memory as fractions of ``against``'s (last epoch)."""
+    final = final_epoch_rows(rows)
+    out = []
+    for size in sorted({r["size"] for r in final}):
+        mine = next((r for r in final if r["size"] == size and r["method"] == method), None)
+        theirs = next((r for r in final if r["size"] == size and r["method"] == against), None)
+        if mine is None or theirs is None:
+            continue
+        ratio = {}
+        for key in PAPER_RATIOS:
+            a, b = mine.get(key), theirs.get(key)
+            ratio[key] = a / b if a is not None and b else None
+        out.append({"size": size, "method": method, "against": against, **ratio})
+    return out
 
 
 def write_results(o: ExperimentOptions, out: Path, rows: list[dict[str, Any]]) -> dict[str, Path]:
@@ -298,28 +357,50 @@ def write_results(o: ExperimentOptions, out: Path, rows: list[dict[str, Any]]) -
         f"**{o.model} on {o.task}: test accuracy (greedy, {o.test_questions} questions, authors' rule, %), "
         f"mean ± sd over seeds {', '.join(map(str, o.seeds))}**; base model {pct(base)}",
         "",
-        "| records | method | epoch | mean | sd | per seed | s per record-epoch |",
-        "|---:|---|---:|---:|---:|---|---:|",
+        "| records | method | epoch | mean | sd | per seed | s per record-epoch | s per epoch | peak memory (MB) "
+        "| tokens generated per record-epoch |",
+        "|---:|---|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
+
+    def fmt(x, spec=".2f"):
+        return "-" if x is None else format(x, spec)
+
     for r in rows:
         lines.append(
             f"| {r['size']} | {r['method']} | {r['epoch']:g} | {pct(r['mean'])} | {pct(r['sd'])} | "
-            f"{' '.join(pct(v) for v in r['accuracy'])} | {r['seconds_per_record_epoch']:.2f} |"
+            f"{' '.join(pct(v) for v in r['accuracy'])} | {fmt(r['seconds_per_record_epoch'])} | "
+            f"{fmt(r['seconds_per_epoch'], '.1f')} | {fmt(r['peak_memory_mb'], '.0f')} | "
+            f"{fmt(r['tokens_generated_per_record_epoch'], '.0f')} |"
         )
+    ratios = cost_ratios(rows)
+    if ratios:
+        lines += [
+            "",
+            "**Cost of NLFT as a fraction of GRPO's, same records and schedule** (the paper, against ReFT: time "
+            f"{PAPER_RATIOS['seconds_per_epoch']:.2f}, memory {PAPER_RATIOS['peak_memory_mb']:.2f})",
+            "",
+            "| records | time per epoch | peak memory |",
+            "|---:|---:|---:|",
+        ]
+        lines += [f"| {r['size']} | {fmt(r['seconds_per_epoch'])} | {fmt(r['peak_memory_mb'])} |" for r in ratios]
     paths = {k: out / f"results.{k}" for k in ("md", "csv", "json")}
     paths["png"] = out / "plot.png"
     atomic_write_text(paths["md"], "\n".join(lines) + "\n")
     def num(x):
         return "" if x is None else f"{x:.4f}"
 
-    csv = ["size,method,epoch,seed_accuracies,mean,sd,seconds_per_record_epoch"]
+    csv = ["size,method,epoch,seed_accuracies,mean,sd," + ",".join(COST_KEYS)]
     csv += [
         f"{r['size']},{r['method']},{r['epoch']:g},{' '.join(num(v) for v in r['accuracy'])},{num(r['mean'])},"
-        f"{num(r['sd'])},{num(r['seconds_per_record_epoch'])}"
+        f"{num(r['sd'])}," + ",".join(num(r[k]) for k in COST_KEYS)
         for r in rows
     ]
     atomic_write_text(paths["csv"], "\n".join(csv) + "\n")
-    atomic_write_text(paths["json"], json.dumps({"options": asdict(o), "rows": rows}, indent=1) + "\n")
+    atomic_write_text(
+        paths["json"],
+        json.dumps({"options": asdict(o), "rows": rows, "cost_ratios": ratios, "paper_ratios": PAPER_RATIOS},
+                   indent=1) + "\n",  # fmt: skip
+    )
     atomic_write_bytes(paths["png"], plot_png(o, rows))
     return paths
 

@@ -5,7 +5,10 @@ records; a method only says which trainer runs and on what it is fed:
 
 * ``nlft``: ``NLFTTrainer`` on all records, with the NLFT loss (docs/method.md);
 * ``sft``: trl's ``SFTTrainer``, default loss, on exactly the token ids NLFT trains on (the X_base prompt,
-  masked, and the same response; docs/method.md Q8).
+  masked, and the same response; docs/method.md Q8);
+* ``rft`` and ``sft-gold``: the same SFT on the correct responses only, or on the questions' gold solutions;
+* ``grpo``: trl's ``GRPOTrainer`` on the same questions (the X_base prompt), rewarded 1 for a correct final
+  answer and 0 otherwise, optionally after an SFT warm-up on the gold solutions (as ReFT does).
 
 A new method is a new ``Method`` subclass in ``METHODS``, with its own settings dataclass (``settings_class``)
 when it has any; ``config.CONFIG_CLASSES`` picks those up, so ``nlft train --help`` lists them.
@@ -53,6 +56,10 @@ class Method:
 
     def build_trainer(self, job: TrainingJob):
         raise NotImplementedError
+
+    def run_info(self, trainer) -> dict:
+        """What a run of this method adds to run.json once trained (its costs beyond time and memory)."""
+        return {}
 
 
 class NLFTMethod(Method):
@@ -179,7 +186,155 @@ class GoldSFTMethod(SFTMethod):
         return sft_rows(encoder.encode_all(gold).records)
 
 
-METHODS: dict[str, Method] = {m.name: m for m in (NLFTMethod(), SFTMethod(), RFTMethod(), GoldSFTMethod())}
+@dataclass
+class GRPOSettings:
+    """``--method grpo``: the RL baseline's own settings. The defaults are trl's ``GRPOConfig`` defaults, except the
+    warm-up (off; ReFT's recipe warms up with SFT first) and the reward rule (the evaluation's)."""
+
+    grpo_num_generations: int = field(
+        default=8, metadata={"help": "completions sampled per question (the group GRPO compares within)"}
+    )
+    grpo_max_completion_length: int = field(
+        default=512, metadata={"help": "most tokens generated per completion"}
+    )
+    grpo_temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the completions"})
+    grpo_beta: float = field(default=0.0, metadata={"help": "KL coefficient against the starting model (0: none)"})
+    grpo_warmup_epochs: float = field(
+        default=0.0,
+        metadata={"help": "epochs of SFT on the questions' gold solutions before the RL (ReFT's warm-up); 0: none"},
+    )
+    grpo_reward_rule: str = field(
+        default="authors", metadata={"help": "answer-extraction rule of the correctness reward (as in nlft eval)"}
+    )
+
+    def __post_init__(self) -> None:
+        from .gsm8k import RULES
+
+        if self.grpo_num_generations < 2:
+            raise ValueError(f"--grpo_num_generations must be at least 2 (GRPO compares a group), got {self.grpo_num_generations}")
+        if self.grpo_max_completion_length < 1:
+            raise ValueError(f"--grpo_max_completion_length must be at least 1, got {self.grpo_max_completion_length}")
+        if not self.grpo_temperature > 0:
+            raise ValueError(f"--grpo_temperature must be above 0, got {self.grpo_temperature}")
+        if self.grpo_beta < 0 or self.grpo_warmup_epochs < 0:
+            raise ValueError("--grpo_beta and --grpo_warmup_epochs must be at least 0")
+        if self.grpo_reward_rule not in RULES:
+            raise ValueError(f"--grpo_reward_rule must be one of {', '.join(RULES)}, not {self.grpo_reward_rule!r}")
+
+
+class CorrectnessReward:
+    """trl reward function: 1.0 where a completion's final answer equals the question's gold answer, else 0.0
+    (graded as ``nlft eval`` grades). Counts the tokens it is shown: the tokens generated, for the cost table."""
+
+    def __init__(self, rule: str = "authors"):
+        self.rule = rule
+        self.tokens = 0
+        self.__name__ = "correct"  # trl names the reward's logged metrics after it
+
+    def __call__(self, prompts, completions, reference, completion_ids=None, **_) -> list[float]:
+        from .gsm8k import grade
+
+        if completion_ids is not None:
+            self.tokens += sum(len(ids) for ids in completion_ids)
+        return [float(grade(c, ref, self.rule).correct) for c, ref in zip(completions, reference)]
+
+
+def grpo_prompts(job: TrainingJob) -> list[dict[str, str]]:
+    """One row per question of the records: the X_base prompt as text (it tokenizes back to the ids NLFT's X_base
+    prompt has) and the standard answer the reward grades against."""
+    tok = job.tokenizer
+    rows, seen = [], set()
+    for record, text in zip(job.records, job.texts):
+        if text.question in seen:
+            continue
+        seen.add(text.question)
+        if not text.reference:
+            raise ValueError(f"--method grpo: record {text.id} has no standard answer (reference) to reward against")
+        ids = list(record.prompt_ids["base"])
+        added = tok("")["input_ids"]  # what the tokenizer adds itself (a BOS token), which trl's call adds again
+        if added and ids[: len(added)] == added:
+            ids = ids[len(added) :]
+        prompt = tok.decode(ids)
+        if tok(prompt)["input_ids"] != list(record.prompt_ids["base"]):
+            raise ValueError(f"--method grpo: record {text.id}: its prompt does not tokenize back to the same ids")
+        rows.append({"prompt": prompt, "reference": text.reference})
+    return rows
+
+
+class GRPOMethod(Method):
+    name = "grpo"
+    help = (
+        "the RL baseline (ReFT-style): trl's GRPOTrainer on the same questions with a correctness reward, "
+        "optionally after an SFT warm-up on the gold solutions (--grpo_warmup_epochs)"
+    )
+    settings_class = GRPOSettings
+
+    def build_trainer(self, job: TrainingJob):
+        import datasets
+        from transformers import TrainingArguments
+        from trl import GRPOConfig, GRPOTrainer
+
+        settings = job.settings or GRPOSettings()
+        if settings.grpo_warmup_epochs > 0 and not job.resuming:  # a checkpoint holds the warmed-up weights
+            self.warm_up(job, settings)
+        shared = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
+        values = {k: getattr(v, "value", v) for k, v in ((n, getattr(job.args, n)) for n in shared)}
+        # The same questions per optimizer step as the other methods' records: trl's batch counts completions.
+        values["per_device_train_batch_size"] = job.args.per_device_train_batch_size * settings.grpo_num_generations
+        values["train_sampling_strategy"] = "random"
+        values["remove_unused_columns"] = False  # the reward reads the rows' standard answers
+        config = GRPOConfig(
+            **values,
+            num_generations=settings.grpo_num_generations,
+            max_completion_length=settings.grpo_max_completion_length,
+            temperature=settings.grpo_temperature,
+            beta=settings.grpo_beta,
+        )
+        prompts = grpo_prompts(job)
+        per_step = job.args.per_device_train_batch_size * job.args.gradient_accumulation_steps * job.args.world_size
+        if len(prompts) < per_step:
+            raise ValueError(
+                f"--method grpo: {job.data.data} has {len(prompts)} distinct questions, fewer than the {per_step} that one "
+                "optimizer step samples for (per_device_train_batch_size x gradient_accumulation_steps x processes)"
+            )
+        return GRPOTrainer(
+            model=job.model,
+            reward_funcs=[CorrectnessReward(settings.grpo_reward_rule)],
+            args=config,
+            train_dataset=datasets.Dataset.from_list(prompts),
+            processing_class=job.tokenizer,
+            callbacks=job.callbacks,
+        )
+
+    def warm_up(self, job: TrainingJob, settings: GRPOSettings) -> None:
+        """ReFT's warm-up: SFT on the gold solutions, in place on the LoRA weights, before the RL; nothing saved."""
+        import datasets
+        from trl import SFTTrainer
+
+        args = sft_config(job.args)
+        args.num_train_epochs, args.max_steps, args.save_strategy = settings.grpo_warmup_epochs, -1, "no"
+        args.report_to = []
+        logger.info("grpo: %g epochs of SFT warm-up on the gold solutions", settings.grpo_warmup_epochs)
+        SFTTrainer(
+            model=job.model,
+            args=args,
+            train_dataset=datasets.Dataset.from_list(GoldSFTMethod().rows(job)),
+            processing_class=job.tokenizer,
+        ).train()
+
+    def run_info(self, trainer) -> dict:
+        """Completion tokens generated, over all processes, since the run last started (a resumed run counts
+        from its restart)."""
+        import torch
+
+        local = sum(f.tokens for f in trainer.reward_funcs if isinstance(f, CorrectnessReward))
+        total = trainer.accelerator.reduce(torch.tensor(local, device=trainer.accelerator.device), "sum")
+        return {"tokens_generated": int(total)}
+
+
+METHODS: dict[str, Method] = {
+    m.name: m for m in (NLFTMethod(), SFTMethod(), RFTMethod(), GoldSFTMethod(), GRPOMethod())
+}
 
 
 def get_method(name: str) -> Method:

@@ -488,6 +488,11 @@ def train(
         raise NotADirectoryError(f"--output_dir {run_dir}: is a file")
     resume = _resume_target(train_cfg, run_dir)
     started = time.time()
+    import torch
+
+    from .costs import PeakMemory
+
+    memory = PeakMemory("cpu" if train_cfg.use_cpu or not torch.cuda.is_available() else "cuda").start()
     # Records are read and encoded before anything is written: bad ones leave no run folder behind.
     tokenizer = load_training_tokenizer(model_cfg)
     encoded, texts, skipped = prepare_records(data, tokenizer)
@@ -546,6 +551,7 @@ def train(
         output = TrainOutput(trainer.state.global_step, float("nan"), {})
     save_atomically(trainer, run_dir / (ADAPTER_DIR if model_cfg.use_peft else MODEL_DIR))
     seconds = time.time() - started
+    costs = method.run_info(trainer)  # every process: it may sum over them
     if trainer.is_world_process_zero():
         update_run_info(
             run_dir,
@@ -553,6 +559,8 @@ def train(
             global_step=output.global_step,
             train_seconds=round(seconds, 1),
             metrics=output.metrics,
+            **costs,
+            **memory.info(),
         )
     return TrainResult(
         run_dir,
