@@ -75,3 +75,38 @@ def test_a_folder_of_another_experiment_is_refused(tmp_path):
     with pytest.raises(FileExistsError, match="no experiment folder"):
         run_experiment(ExperimentOptions(out=str(tmp_path / "mine"), device="cpu"))
     assert (tmp_path / "mine" / "notes.txt").read_text() == "mine"
+
+
+def test_a_config_file_sets_the_experiment_and_flags_win_over_it(tmp_path, capsys):
+    from nlft.cli import main
+
+    config = tmp_path / "exp.yaml"
+    config.write_text(
+        f"out: {tmp_path / 'exp'}\nsizes: [3, 6]\nmethods: [nlft, grpo]\nseeds: [0, 1, 2]\nepochs: 4\n"
+        "train_args: [--grpo_num_generations, 4]\n"
+    )
+    with pytest.raises(SystemExit) as done:
+        main(["experiment", "--config", str(config), "--seeds", "7", "--dry-run"])
+    assert done.value.code == 0
+    plan = capsys.readouterr().out
+    assert "2 methods (nlft, grpo) x 2 sizes (3, 6) x 1 seeds = 4 training runs of 4 epochs" in plan
+    assert not (tmp_path / "exp").exists()  # a dry run writes nothing
+
+    config.write_text("sizes: [3]\nsize: 4\n")
+    with pytest.raises(SystemExit) as done:
+        main(["experiment", "--config", str(config), "--out", str(tmp_path / "x"), "--dry-run"])
+    assert done.value.code == 2
+    assert "exp.yaml: unknown setting(s) size " in capsys.readouterr().err
+
+
+def test_cost_ratios_are_nlft_over_grpo_at_each_size():
+    from nlft.experiment import cost_ratios
+
+    def row(size, method, seconds, memory):
+        return {"size": size, "method": method, "epoch": 2.0, "seconds_per_epoch": seconds, "peak_memory_mb": memory}
+
+    rows = [row(25, "nlft", 10.0, 300.0), row(25, "grpo", 40.0, 1200.0), row(50, "nlft", 20.0, 310.0),
+            row(25, "sft", 8.0, 290.0), {**row(25, "nlft", 99.0, 9.0), "epoch": 1.0}]  # fmt: skip
+    assert cost_ratios(rows) == [
+        {"size": 25, "method": "nlft", "against": "grpo", "seconds_per_epoch": 0.25, "peak_memory_mb": 0.25}
+    ]  # 50 has no grpo run; epoch 1 is not the last

@@ -629,7 +629,7 @@ def _register_demo(sub) -> None:
 
 
 def _experiment(args: argparse.Namespace) -> int:
-    from .experiment import ExperimentOptions, run_experiment
+    from .experiment import ExperimentOptions, read_experiment_config, run_experiment
 
     setup_logging()
     rates = {}
@@ -639,25 +639,34 @@ def _experiment(args: argparse.Namespace) -> int:
             rates[method] = float(value)
         except ValueError:
             raise ValueError(f"--method-lr {item!r}: write METHOD=RATE, e.g. sft=2e-4") from None
-    return run_experiment(
-        ExperimentOptions(
-            out=args.out, model=args.model, task=args.task, judge=args.judge, judge_model=args.judge_model,
-            judge_base_url=args.judge_base_url, pool_questions=args.pool_questions,
-            sizes=args.sizes, ratio=args.ratio, methods=args.methods, seeds=args.seeds, epochs=args.epochs,
-            learning_rate=args.learning_rate, learning_rates=rates, test_questions=args.test_questions,
-            batch_size=args.batch_size, train_args=args.train_args or [], dtype=args.dtype, device=args.device,
-            dry_run=args.dry_run, progress=not args.no_progress,
-        )
+    given = dict(
+        out=args.out, model=args.model, task=args.task, judge=args.judge, judge_model=args.judge_model,
+        judge_base_url=args.judge_base_url, pool_questions=args.pool_questions,
+        sizes=args.sizes, ratio=args.ratio, methods=args.methods, seeds=args.seeds, epochs=args.epochs,
+        learning_rate=args.learning_rate, learning_rates=rates or None, test_questions=args.test_questions,
+        batch_size=args.batch_size, generation_batch=args.generation_batch, train_args=args.train_args,
+        dtype=args.dtype, device=args.device, dry_run=args.dry_run or None, progress=False if args.no_progress else None,
     )  # fmt: skip
+    # Flags left unset (None) take the config file's value, then the default; a flag given wins over the file.
+    values = read_experiment_config(args.config) if args.config else {}
+    values.update({k: v for k, v in given.items() if v is not None})
+    if "out" not in values:
+        raise ValueError("nlft experiment: give --out (or `out:` in the --config file)")
+    values.setdefault("device", "cpu")
+    return run_experiment(ExperimentOptions(**values))
 
 
 def _register_experiment(sub) -> None:
     from .experiment import ExperimentOptions
     from .judging import JUDGE_BACKENDS
+    from .judging import JUDGE_BACKENDS
     from .methods import METHODS
     from .modeling import DTYPES
 
     d = ExperimentOptions(out="")
+
+    def default(value) -> str:
+        return f"(default: {' '.join(map(str, value)) if isinstance(value, list) else value})"
     p = _add(
         sub,
         "experiment",
@@ -671,25 +680,29 @@ def _register_experiment(sub) -> None:
         "  nlft experiment --out runs/exp --model meta-llama/Meta-Llama-3-8B-Instruct --task gsm8k \\\n"
         "      --sizes 25 50 100 200 400 --seeds 0 1 2 --epochs 5 --train-args --config configs/gsm8k-llama3-8b-nlft.yaml",
     )
-    p.add_argument("--out", required=True, help="experiment folder (resumed when it holds this experiment)")
-    p.add_argument("--model", default=d.model)
-    p.add_argument("--task", default=d.task, help="a task name: mini-math, gsm8k")
-    p.add_argument("--judge", default=d.judge, choices=list(JUDGE_BACKENDS),
-                   help="the judge of wrong answers: the offline arithmetic checker, or a model (--judge-model)")  # fmt: skip
+    p.add_argument("--config", metavar="FILE", help="a YAML file of these settings (underscored names, e.g. "
+                   "configs/experiment-gsm8k-llama3-8b.yaml); flags given here win over it")  # fmt: skip
+    p.add_argument("--out", help="experiment folder (resumed when it holds this experiment)")
+    p.add_argument("--model", help=default(d.model))
+    p.add_argument("--task", help=f"a task name: mini-math, gsm8k {default(d.task)}")
+    p.add_argument("--judge", choices=list(JUDGE_BACKENDS),
+                   help=f"the judge of wrong answers: the offline arithmetic checker, or a model (--judge-model) "
+                        f"{default(d.judge)}")  # fmt: skip
     p.add_argument("--judge-model", help="openai: the model name (e.g. gpt-4o); hf: a hub id or folder")
     p.add_argument("--judge-base-url", help="openai: the server (default: api.openai.com; key from $OPENAI_API_KEY)")
-    p.add_argument("--pool-questions", type=POSITIVE, default=d.pool_questions)
-    p.add_argument("--sizes", type=POSITIVE, nargs="+", default=d.sizes)
-    p.add_argument("--ratio", default=d.ratio, help="correct:wrong of every subset (2:1 = the paper's 1:2 wrong:correct)")
-    p.add_argument("--methods", nargs="+", default=d.methods, choices=list(METHODS))
-    p.add_argument("--seeds", type=int, nargs="+", default=d.seeds)
-    p.add_argument("--epochs", type=POSITIVE, default=d.epochs)
-    p.add_argument("--learning-rate", type=float, default=d.learning_rate, help="for every method")
+    p.add_argument("--pool-questions", type=POSITIVE, help=default(d.pool_questions))
+    p.add_argument("--sizes", type=POSITIVE, nargs="+", help=default(d.sizes))
+    p.add_argument("--ratio", help=f"correct:wrong of every subset (2:1 = the paper's 1:2 wrong:correct) {default(d.ratio)}")
+    p.add_argument("--methods", nargs="+", choices=list(METHODS), help=default(d.methods))
+    p.add_argument("--seeds", type=int, nargs="+", help=default(d.seeds))
+    p.add_argument("--epochs", type=POSITIVE, help=default(d.epochs))
+    p.add_argument("--learning-rate", type=float, help=f"for every method {default(d.learning_rate)}")
     p.add_argument("--method-lr", nargs="*", metavar="METHOD=RATE", help="per-method learning rates")
-    p.add_argument("--test-questions", type=POSITIVE, default=d.test_questions)
-    p.add_argument("--batch-size", type=POSITIVE, default=d.batch_size)
-    p.add_argument("--dtype", default=d.dtype, choices=DTYPES)
-    p.add_argument("--device", default="cpu", help="cpu, cuda, ... (default cpu)")
+    p.add_argument("--test-questions", type=POSITIVE, help=default(d.test_questions))
+    p.add_argument("--batch-size", type=POSITIVE, help=f"records per step, every method {default(d.batch_size)}")
+    p.add_argument("--generation-batch", type=POSITIVE, help=f"sampling and evaluation batch {default(d.generation_batch)}")
+    p.add_argument("--dtype", choices=DTYPES, help=default(d.dtype))
+    p.add_argument("--device", help="cpu, cuda, ... (default: cpu)")
     p.add_argument("--train-args", nargs=argparse.REMAINDER, help="the rest goes to every `nlft train` alike")
     p.add_argument("--dry-run", action="store_true", help="print the plan and the cost, run nothing")
     p.add_argument("--no-progress", action="store_true")

@@ -78,6 +78,31 @@ class ExperimentOptions:
         return self.learning_rates.get(method, self.learning_rate)
 
 
+def read_experiment_config(path: str) -> dict[str, Any]:
+    """The ``ExperimentOptions`` fields of a YAML file (``nlft experiment --config``); unknown keys are an error
+    naming the file."""
+    import dataclasses
+
+    from .files import read_yaml
+
+    data = read_yaml(path, "experiment config")
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of experiment settings, e.g. 'sizes: [25, 50]'")
+    known = {f.name for f in dataclasses.fields(ExperimentOptions)}
+    unknown = sorted(str(k) for k in data if k not in known)
+    if unknown:
+        raise ValueError(f"{path}: unknown setting(s) {', '.join(unknown)} (settings: {', '.join(sorted(known))})")
+    if "train_args" in data and not (
+        isinstance(data["train_args"], list) and all(isinstance(a, (str, int, float)) for a in data["train_args"])
+    ):
+        raise ValueError(f"{path}: train_args must be a list of `nlft train` flags and values")
+    if "train_args" in data:
+        data["train_args"] = [str(a) for a in data["train_args"]]
+    return data
+
+
 @dataclass
 class Cell:
     method: str
