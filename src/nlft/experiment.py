@@ -243,9 +243,10 @@ def _data(o: ExperimentOptions, out: Path) -> dict[int, list]:
 
 
 def _train_cell(o: ExperimentOptions, out: Path, cell: Cell, records: list) -> None:
-    from .config import parse_train_config
-    from .methods import get_method
-    from .train import train
+    """Train one cell with ``nlft train`` in a process of its own: its peak memory is its own (a process that ran
+    earlier cells keeps their memory), and a crash stops the experiment, not the interpreter."""
+    import subprocess
+    import sys
 
     run = out / "runs" / cell.name
     info = run / "run.json"
@@ -274,10 +275,9 @@ def _train_cell(o: ExperimentOptions, out: Path, cell: Cell, records: list) -> N
         *resume,
         *o.train_args,
     ]  # fmt: skip
-    data, model, train_cfg, *settings = parse_train_config(args)
-    wanted = get_method(cell.method).settings_class
-    own = next((x for x in settings if wanted is not None and isinstance(x, wanted)), None)
-    train(data, model, train_cfg, method_settings=own)
+    code = subprocess.call([sys.executable, "-m", "nlft", "train", *args])
+    if code != 0:
+        raise RuntimeError(f"{cell.name}: nlft train exited with status {code} (its messages are above; rerun to resume)")
 
 
 def _evaluate(o: ExperimentOptions, target: Path, *, all_checkpoints: bool = False, model: str | None = None) -> None:
