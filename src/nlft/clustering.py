@@ -84,7 +84,7 @@ class _Sequence:
         return self.n - 1 - idx if self.reverse else idx
 
     def rows(self, index: list[int]) -> torch.Tensor:
-        return self.h[self.index(index)]
+        return self.h.index_select(0, self.index(index))  # a row gather: faster than advanced indexing on CPU
 
 
 class _Clusterer:
@@ -194,10 +194,15 @@ class _Clusterer:
                 live.append((j, c, m))
         # Two float computations of one cosine of exact vectors differ by at most this (see _block, with kappa 1).
         err = 2 * (9 * self.gamma_d + 4 * self.u)
+        cc_known = None  # the centres' squared norms, where they are known already
         if live:
             pos = [j for j, _, _ in live]
-            C = torch.stack([c for _, c, _ in live])
             walkers = [m for _, _, m in live]
+            if phase == "L":  # every left walk starts at its seed's own state: C and |C|^2 are rows of h and hh
+                origins = torch.tensor([m.origin for m in walkers], device=self.h.device)
+                C, cc_known = self.h.index_select(0, origins), self.hh.index_select(0, origins)
+            else:
+                C = torch.stack([c for _, c, _ in live])
         for _ in range(FIRST_STEPS):
             if not live:
                 break
@@ -213,8 +218,11 @@ class _Clusterer:
                     live = []
                     break
                 C, pos, walkers = C[keep], [pos[x] for x in keep], [walkers[x] for x in keep]
+                if cc_known is not None:
+                    cc_known = cc_known[keep]
             H = seq.rows(pos)
-            dot, cc, hh = _rowdot(C, H), _rowdot(C, C), self.hh[seq.index(pos)]
+            dot, hh = _rowdot(C, H), self.hh[seq.index(pos)]
+            cc, cc_known = (_rowdot(C, C) if cc_known is None else cc_known), None
             cos = dot / torch.sqrt(torch.clamp(cc * hh, min=1e-16))
             take = _criterion(cos, self.mode, self.radius).tolist()
             certain = (((1.0 - cos.double() - self.radius).abs() > err) & (cc * hh > 1e-12)).tolist()
@@ -230,12 +238,13 @@ class _Clusterer:
             # The update is element-wise: it rounds as the reference's one-vector update does (halving is exact).
             C = C[keep].add_(H[keep]).mul_(0.5) if len(keep) < len(pos) else (C + H).mul_(0.5)
             pos, walkers = [pos[x] + 1 for x in keep], [walkers[x] for x in keep]
+            rows = C.unbind(0)  # every row's view at once
             for x, m in enumerate(walkers):
-                m.index, m.centre = pos[x], C[x]
+                m.index, m.centre = pos[x], rows[x]
             live = walkers
             if len(walkers) > len(went) / 2:
                 break  # most walks go on: long walks, which the blocks follow far more cheaply
-        live = [(j, C[x], m) for x, (j, m) in enumerate(zip(pos, walkers))] if live else []
+        live = [(j, m.centre, m) for j, m in zip(pos, walkers)] if live else []
         out += [(j, c, 0.0, [m]) for j, c, m in live]
         out.sort(key=lambda w: w[0])
         return out
@@ -281,7 +290,7 @@ class _Clusterer:
         C0 = torch.stack([w[1] for w in walks])
         c0_norm = float(torch.linalg.vector_norm(C0, dim=1).max())
         bound0 = torch.tensor([w[2] for w in walks], dtype=torch.float64, device=H.device)
-        V = C0.sub_(T[offs])  # C0 is a fresh stack
+        V = C0.sub_(T.index_select(0, offs))  # C0 is a fresh stack
         ks = torch.arange(size + 1, device=H.device)
         steps = ks[None, :] - offs[:, None]  # [W, size+1]
         valid = steps >= 0
@@ -319,17 +328,18 @@ class _Clusterer:
         offs_l, first_l = offs.tolist(), first.tolist()
         certain_l = certain.gather(1, first.clamp(max=size - 1)[:, None]).squeeze(1).tolist()
         again, survivors = [], []
-        r_first = torch.addcmul(T[first], a.gather(1, first[:, None]), V)  # the proxies where each walk's event is
+        r_first = torch.addcmul(T.index_select(0, first), a.gather(1, first[:, None]), V)  # the proxies where each walk's event is
         b_first = bound.gather(1, first[:, None]).squeeze(1).tolist()
+        r_rows = r_first.unbind(0)
         for w, (off, k) in enumerate(zip(offs_l, first_l)):
             if k > off:
                 covered[i + off : i + k] = [True] * (k - off)
             members = walks[w][3]
             if k == size:
-                survivors.append((r_first[w], b_first[w], members))
+                survivors.append((r_rows[w], b_first[w], members))
             elif certain_l[w]:  # a certified stop: every member stops here
                 for m in members:
-                    ends[m] = (r_first[w], b_first[w])
+                    ends[m] = (r_rows[w], b_first[w])
                     if phase == "L":
                         m.left_stop = i + k
             else:  # too close to call: each member decides from its exact centre
@@ -374,7 +384,7 @@ class _Clusterer:
             members = list(members)
             ys = [y for y in range(x + 1, len(groups)) if alive[y] and near[x][y]]
             if ys:
-                dist = torch.linalg.vector_norm(C[ys] - c, dim=1).double() * (1 + 4 * self.gamma_d) + 1e-30
+                dist = torch.linalg.vector_norm(C.index_select(0, torch.tensor(ys, device=C.device)) - c, dim=1).double() * (1 + 4 * self.gamma_d) + 1e-30
                 for y, dxy in zip(ys, dist.tolist()):
                     if dxy <= tol[x]:
                         # y's members are within its bound of its proxy, which is at most this far from x's.
