@@ -136,7 +136,37 @@ def main() -> None:
         help="skip the lockstep walk (minutes per case at 4096 tokens); equality is then checked where the "
         "reference loop runs",
     )
+    parser.add_argument(
+        "--lean-pass",
+        action="store_true",
+        help="also time the lean SFT training pass of bench_step's tiny-128k preset at --tokens response tokens, "
+        "before and after the cases, and give each case's share of it (the issue's 5%% budget)",
+    )
     args = parser.parse_args()
+    lean = [_lean_pass(args)] if args.lean_pass else []
+    cases: list[tuple[str, float]] = []
+    _cases(args, cases)
+    if args.lean_pass:
+        lean.append(_lean_pass(args))
+        base = statistics.fmean(lean)
+        print(f"\nLean SFT training pass, tiny-128k, {args.tokens} response tokens, same run: "
+              f"{' and '.join(f'{x:.3f}' for x in lean)} s (before and after the cases); 5% of it: {50 * base:.0f} ms\n")  # fmt: skip
+        print("| case | nlft (ms) | share of the lean pass |\n|---|---:|---:|")
+        for name, ms in cases:
+            print(f"| {name} | {ms:.1f} | {ms / (10 * base):.1f}% |")
+        over = [name for name, ms in cases if ms > 50 * base]
+        print(f"\n{len(cases) - len(over)} of {len(cases)} cases within 5%" + (f"; over: {', '.join(over)}" if over else ""))
+
+
+def _lean_pass(args) -> float:
+    """Seconds per step of bench_step's lean SFT pass (tiny-128k, prompt 256, --tokens response tokens)."""
+    import bench_step
+
+    preset = dict(bench_step.PRESETS["tiny-128k"], response=args.tokens)
+    return bench_step.measure_times(["sft-lean"], preset, args.device, rounds=3, warmup=1)["per_step_s"]["sft-lean"]
+
+
+def _cases(args, cases: list) -> None:
     g = torch.Generator().manual_seed(0)
     print(f"## Clustering: {args.tokens} response tokens, hidden {args.hidden}, {args.device}, float32, "
           f"{torch.get_num_threads()} threads\n")  # fmt: skip
@@ -173,6 +203,7 @@ def main() -> None:
                     flush=True,
                 )
                 assert equal, (kind, mode, frac)
+                cases.append((f"{kind}/{mode}/{int(seeds.sum())} seeds", 1000 * t_ours))
 
 
 def _walk_lengths(mask: torch.Tensor, seeds: torch.Tensor) -> int:
