@@ -504,3 +504,25 @@ def test_length_grouped_order_depends_only_on_seed_and_epoch(tmp_path):
     assert first == again and sorted(first) == list(range(len(lengths)))
     a.set_epoch(1)
     assert list(a) != first  # a new order each epoch
+
+
+def test_only_half_built_base_models_of_dead_processes_are_removed(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from nlft.train import _remove_dead_partials
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its pid is free now
+    (tmp_path / f".base-model.{dead.pid}").mkdir()
+    (tmp_path / f".base-model.{dead.pid}" / "config.json").write_text("{}")
+    (tmp_path / f".base-model.{os.getpid()}").mkdir()  # a live process's build
+    (tmp_path / ".base-model.notes").mkdir()  # not ours by its name
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / ".base-model.1").symlink_to(elsewhere)  # never followed
+    _remove_dead_partials(tmp_path)
+    assert not (tmp_path / f".base-model.{dead.pid}").exists()
+    assert (tmp_path / f".base-model.{os.getpid()}").is_dir() and (tmp_path / ".base-model.notes").is_dir()
+    assert (tmp_path / ".base-model.1").is_symlink() and elsewhere.is_dir()
