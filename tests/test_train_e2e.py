@@ -274,16 +274,22 @@ KILL_IN_SAVE = textwrap.dedent(
 )
 
 
+def ten_steps_saving_each(data) -> list[str]:
+    """A 10-step plain-SGD run saving every step: 4 records, one per step, so epochs end at steps 4 and 8 and step
+    10 is inside the third."""
+    return [
+        "--data", str(data), *COMMON, "--report_to", "none", "--max_steps", "10", "--per_device_train_batch_size", "1",
+        "--gradient_accumulation_steps", "1", "--save_strategy", "steps", "--save_steps", "1", "--lora_dropout", "0",
+        *SGD,
+    ]  # fmt: skip
+
+
 def test_sigkill_at_random_moments_and_during_saves_then_resume_is_bit_identical(tmp_path, data):
     import random
 
     from nlft.train import last_complete_checkpoint
 
-    args = [
-        "--data", str(data), *COMMON, "--report_to", "none", "--max_steps", "10", "--per_device_train_batch_size", "1",
-        "--gradient_accumulation_steps", "1", "--save_strategy", "steps", "--save_steps", "1", "--lora_dropout", "0",
-        *SGD,
-    ]  # fmt: skip
+    args = ten_steps_saving_each(data)
     straight = tmp_path / "straight"
     nlft("train", *args, "--output_dir", str(straight))
 
@@ -349,12 +355,7 @@ def _as_if_killed_at(run, step: int) -> None:
 def test_resumed_from_the_last_step_or_an_epochs_end_trains_nothing_more_and_keeps_every_epoch(tmp_path, data):
     import shutil
 
-    # 4 records, one per step: epochs end at steps 4 and 8, and step 10 is inside the third.
-    args = [
-        "--data", str(data), *COMMON, "--report_to", "none", "--max_steps", "10", "--per_device_train_batch_size", "1",
-        "--gradient_accumulation_steps", "1", "--save_strategy", "steps", "--save_steps", "1", "--lora_dropout", "0",
-        *SGD,
-    ]  # fmt: skip
+    args = ten_steps_saving_each(data)
     straight = tmp_path / "straight"
     nlft("train", *args, "--output_dir", str(straight))
     epochs = sorted(p.name for p in (straight / "epochs").iterdir())
