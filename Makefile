@@ -29,12 +29,13 @@ $(STAMP): pyproject.toml constraints.txt
 		|| echo "deepspeed could not be installed: the ZeRO-3 tests will skip, saying so"
 	touch $@
 
-# Two workers with one intra-op thread each: on 2 cores that beats one worker with two threads.
+# Two workers with one intra-op thread each: on 2 cores that beats one worker with two threads. loadgroup sends
+# the tests that share one expensive fixture (xdist_group marks: the small demo, the 10-step run) to one worker.
 test: $(STAMP)
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "not slow" -n 2 $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "not slow" -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/nlft demo

@@ -232,6 +232,25 @@ def snapshot_run(tmp_path_factory) -> Path:
     return root / "run"
 
 
+@pytest.fixture(scope="session")
+def small_demo(tmp_path_factory) -> tuple[Path, str]:
+    """One ``nlft demo`` on a small budget (its folder and what it printed), shared by the tests that read a real
+    demo. Those tests are marked ``xdist_group("demo")``, so that under ``pytest -n 2 --dist loadgroup`` they run on
+    one worker and the demo is made once."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "nlft", "demo", "--out", str(out), "--questions", "24", "--test-questions", "4",
+         "--epochs", "2", "--no-progress"],
+        capture_output=True, text=True, env=env, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc.stdout
+
+
 @pytest.fixture
 def server():
     """start(run_dir) -> a studio server answering on 127.0.0.1 in a thread; stopped after the test."""

@@ -46,14 +46,10 @@ def browser():
         b.close()
 
 
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    """A fresh `nlft demo` on a small budget; its NLFT run has saliency snapshots every 2 steps."""
-    from nlft.demo import run_demo
-
-    out = tmp_path_factory.mktemp("demo") / "demo"
-    assert run_demo(out=out, questions=24, test_questions=4, epochs=2, progress=False) == 0
-    return out / "nlft"
+@pytest.fixture
+def demo_run(small_demo):
+    """The NLFT run of the shared small demo (conftest): it has saliency snapshots every 2 steps."""
+    return small_demo[0] / "nlft"
 
 
 def rgba(css: str) -> tuple[tuple[int, int, int], float]:
@@ -87,6 +83,7 @@ def set_number(page, name: str, value: str) -> None:
     box.dispatch_event("change")
 
 
+@pytest.mark.xdist_group("demo")
 def test_moving_theta_reweights_a_token_as_the_weighting_function_says(browser, demo_run, server):
     page, dialogs = open_page(browser, server(demo_run).url)
     page.wait_for_selector("section.record .tok")
@@ -152,6 +149,7 @@ def test_moving_theta_reweights_a_token_as_the_weighting_function_says(browser, 
     page.close()
 
 
+@pytest.mark.xdist_group("demo")
 def test_report_in_the_browser(browser, demo_run):
     out = ARTIFACTS / "report.html"
     report = make_report(

@@ -27,14 +27,14 @@ def test_nested_subsets_keep_the_ratio_and_grow_by_prefixes():
 @pytest.mark.slow
 def test_the_experiment_runs_resumes_and_reports_what_the_cells_measured(tmp_path, capsys):
     options = dict(
-        out=str(tmp_path / "exp"), pool_questions=24, sizes=[3, 6], methods=["nlft", "sft"], seeds=[0, 1],
+        out=str(tmp_path / "exp"), pool_questions=24, sizes=[3, 6], methods=["nlft"], seeds=[0, 1],
         epochs=2, test_questions=6, batch_size=3, device="cpu", progress=False,
     )  # fmt: skip
     assert run_experiment(ExperimentOptions(**options)) == 0
     out = tmp_path / "exp"
     result = json.loads((out / "results.json").read_text())
     rows = {(r["size"], r["method"], r["epoch"]): r for r in result["rows"]}
-    assert set(rows) == {(n, m, e) for n in (3, 6) for m in ("nlft", "sft") for e in (1.0, 2.0)}
+    assert set(rows) == {(n, "nlft", e) for n in (3, 6) for e in (1.0, 2.0)}
     # Each row is the mean over seeds of the cells' own evaluation summaries.
     for (size, method, epoch), row in rows.items():
         accs = []
@@ -51,15 +51,15 @@ def test_the_experiment_runs_resumes_and_reports_what_the_cells_measured(tmp_pat
     # A killed experiment: one cell lost its run, another its evaluation. The rerun redoes exactly those.
     kept = {c.name: (out / "runs" / c.name / "adapter" / "adapter_model.safetensors").stat().st_mtime_ns
             for c in cells(ExperimentOptions(**options))}  # fmt: skip
-    shutil.rmtree(out / "runs" / "sft-6-s1")
+    shutil.rmtree(out / "runs" / "nlft-6-s1")
     shutil.rmtree(out / "runs" / "nlft-3-s0" / "eval")
     capsys.readouterr()
     assert run_experiment(ExperimentOptions(**options)) == 0
     printed = capsys.readouterr().out
-    assert "== sft-6-s1" in printed and printed.count("== ") == 1  # one training run, nothing else retrained
+    assert "== nlft-6-s1" in printed and printed.count("== ") == 1  # one training run, nothing else retrained
     for name, mtime in kept.items():
         now = (out / "runs" / name / "adapter" / "adapter_model.safetensors").stat().st_mtime_ns
-        assert (now == mtime) == (name != "sft-6-s1"), name
+        assert (now == mtime) == (name != "nlft-6-s1"), name
     again = json.loads((out / "results.json").read_text())["rows"]
     assert [r["accuracy"] for r in again] == [r["accuracy"] for r in result["rows"]]  # greedy: the same
 

@@ -185,37 +185,35 @@ def test_shipped_tiny_configs_train(tmp_path, name):
         } <= tags
 
 
-def test_demo_finishes_and_prints_its_summary(tmp_path):
-    """The demo on a small budget: nlft:mini's own answers, judged, 1:2 wrong:correct, both methods trained and
-    evaluated, the table, the weighting statistics and the report printed."""
-    out = nlft(
-        "demo", "--out", str(tmp_path / "demo"), "--questions", "30", "--test-questions", "12", "--epochs", "2",
-        "--no-progress", timeout=900,
-    )  # fmt: skip
-    assert "nlft demo finished" in out.stdout
+@pytest.mark.xdist_group("demo")
+def test_demo_finishes_and_prints_its_summary(tmp_path, small_demo):
+    """The demo on a small budget (conftest's shared one): nlft:mini's own answers, judged, 1:2 wrong:correct, both
+    methods trained and evaluated, the table, the weighting statistics and the report printed."""
+    demo, stdout = small_demo
+    assert "nlft demo finished" in stdout
     for label in ("| base |", "| NLFT |", "| SFT |"):
-        assert label in out.stdout
+        assert label in stdout
     for method in ("nlft", "sft"):
-        run = tmp_path / "demo" / method
+        run = demo / method
         assert (run / "adapter" / "adapter_model.safetensors").exists()
         assert (run / "epochs" / "epoch-2" / "adapter_model.safetensors").exists()
         assert list((run / "logs").glob("events.out.tfevents.*"))
         summary = json.loads((run / "eval" / "paper-mini-math-test" / "summary.json").read_text())
-        assert summary["questions"] == 12
-    rows = [json.loads(line) for line in (tmp_path / "demo" / "data" / "nlft.jsonl").read_text().splitlines()]
+        assert summary["questions"] == 4
+    rows = [json.loads(line) for line in (demo / "data" / "nlft.jsonl").read_text().splitlines()]
     wrong = [r for r in rows if r["correct"] is False]
     assert rows and 2 * len(wrong) == len(rows) - len(wrong)
     assert all(r["judgment"] for r in wrong)
     # The base model's saliency report shows blamed tokens on the wrong records.
-    html = (tmp_path / "demo" / "saliency.html").read_text()
+    html = (demo / "saliency.html").read_text()
     assert html.count('class="tok blamed') > 1  # one is the legend's sample
-    assert (tmp_path / "demo" / "comparison" / "comparison.png").read_bytes().startswith(b"\x89PNG")
-    assert len(list((tmp_path / "demo" / "nlft" / "saliency").glob("step-*.pt"))) >= 2
-    assert f"nlft studio {tmp_path / 'demo' / 'nlft'}" in out.stdout
+    assert (demo / "comparison" / "comparison.png").read_bytes().startswith(b"\x89PNG")
+    assert len(list((demo / "nlft" / "saliency").glob("step-*.pt"))) >= 2
+    assert f"nlft studio {demo / 'nlft'}" in stdout
 
     # Evaluation of a real demo run: one row per epoch (and the base model as epoch 0), then the comparison.
     for method in ("nlft", "sft"):
-        run = tmp_path / "demo" / method
+        run = demo / method
         nlft(
             "eval",
             str(run),
@@ -239,8 +237,8 @@ def test_demo_finishes_and_prints_its_summary(tmp_path):
     out = tmp_path / "cmp"
     nlft(
         "compare",
-        str(tmp_path / "demo" / "nlft"),
-        str(tmp_path / "demo" / "sft"),
+        str(demo / "nlft"),
+        str(demo / "sft"),
         "--data",
         "nlft:sample",
         "--out",
@@ -284,58 +282,81 @@ def ten_steps_saving_each(data) -> list[str]:
     ]  # fmt: skip
 
 
-def test_sigkill_at_random_moments_and_during_saves_then_resume_is_bit_identical(tmp_path, data):
+@pytest.fixture(scope="module")
+def ten_steps(tmp_path_factory) -> tuple[list[str], "os.PathLike"]:
+    """The arguments of the 10-step run and that run made straight through, shared by the kill and resume tests
+    (marked ``xdist_group("ten-steps")`` so that one worker makes it once)."""
+    folder = tmp_path_factory.mktemp("ten-steps")
+    data = folder / "data.jsonl"
+    atomic_write_jsonl(data, ROWS)
+    args = ten_steps_saving_each(data)
+    nlft("train", *args, "--output_dir", str(folder / "straight"))
+    return args, folder / "straight"
+
+
+def _kill_when(proc: subprocess.Popen, path, delay: float, limit: float = 300.0) -> bool:
+    """SIGKILL ``proc`` ``delay`` seconds after ``path`` appears; False when it ended by itself first."""
+    import time
+
+    deadline = time.monotonic() + limit
+    while not path.exists():
+        if proc.poll() is not None:
+            return False
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+    time.sleep(delay)
+    if proc.poll() is not None:
+        return False
+    proc.kill()
+    proc.wait()
+    return True
+
+
+@pytest.mark.xdist_group("ten-steps")
+def test_sigkill_at_random_moments_and_during_saves_then_resume_is_bit_identical(tmp_path, ten_steps):
+    """Six kills, each at a random moment after an event, so that every kill lands in a live run whatever the
+    machine's speed: as training starts (run.json written: model loading, scoring, the first step), twice
+    exactly inside a checkpoint save, and three times within a random step once the next checkpoint is
+    complete. Every round resumes with ``--resume_from_checkpoint last``; the end is bit for bit the straight run."""
     import random
 
     from nlft.train import last_complete_checkpoint
 
-    args = ten_steps_saving_each(data)
-    straight = tmp_path / "straight"
-    nlft("train", *args, "--output_dir", str(straight))
-
+    args, straight = ten_steps
     run = tmp_path / "killed"
     rng = random.Random(7)
-    kills, in_save, rounds = 0, 0, 0
-    while True:
-        rounds += 1
-        assert rounds < 40, "the killed run never finished"
-        resume = ["--resume_from_checkpoint", "last"] if rounds > 1 else []
+    kills, in_save = 0, 0
+    for round_ in range(1, 7):
+        resume = ["--resume_from_checkpoint", "last"] if round_ > 1 else []
         command = [*args, "--output_dir", str(run), *resume]
-        if rounds in (3, 7):  # twice, a kill exactly inside a checkpoint save
-            done = last_complete_checkpoint(run)
-            step = int(done.name.split("-")[1]) + 1 if done else 1
-            env = {**ENV, "NLFT_KILL_IN_SAVE_AT": str(step)}
+        done = last_complete_checkpoint(run) if run.exists() else None
+        last = int(done.name.split("-")[1]) if done else 0
+        if round_ in (3, 5):  # a kill exactly inside the save of the next checkpoint
+            env = {**ENV, "NLFT_KILL_IN_SAVE_AT": str(last + 1)}
             proc = subprocess.run(
                 [sys.executable, "-c", KILL_IN_SAVE, *command], env=env, capture_output=True, timeout=600
             )
-            if proc.returncode == -signal.SIGKILL:
-                kills += 1
-                in_save += 1
-                assert not (run / f"checkpoint-{step}" / "trainer_state.json").exists()
-                continue
-        else:
-            proc = subprocess.Popen([sys.executable, "-m", "nlft", "train", *command], env=ENV,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
-            if kills < 10:
-                try:
-                    proc.wait(timeout=rng.uniform(4.0, 14.0))
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-                    kills += 1
-                    continue
-            else:
-                proc.wait(timeout=600)
-        assert proc.returncode == 0, (
-            proc.stderr.read().decode()[-3000:] if hasattr(proc.stderr, "read") else proc.stderr
-        )
-        if (run / "run.json").exists() and json.loads((run / "run.json").read_text()).get("finished"):
-            break
-    assert kills >= 10 and in_save == 2
+            assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+            assert not (run / f"checkpoint-{last + 1}" / "trainer_state.json").exists()
+            kills, in_save = kills + 1, in_save + 1
+            continue
+        proc = subprocess.Popen([sys.executable, "-m", "nlft", "train", *command], env=ENV,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+        if round_ == 1:
+            event = run / "run.json"
+        else:  # the next checkpoint, at most the 7th: steps 8-10 are left to run after the delay
+            event = run / f"checkpoint-{min(last + 1, 7)}" / "trainer_state.json"
+        killed = _kill_when(proc, event, rng.uniform(0.0, 0.5))
+        assert killed, f"round {round_}: the run ended before its kill: " + proc.stderr.read().decode()[-3000:]
+        kills += 1
+    proc = subprocess.run([sys.executable, "-m", "nlft", "train", *args, "--output_dir", str(run),
+                           "--resume_from_checkpoint", "last"], env=ENV, capture_output=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert kills == 6 and in_save == 2
     a, b = adapter(straight), adapter(run)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ"
     info = json.loads((run / "run.json").read_text())
-    assert info["global_step"] == 10
+    assert info["finished"] and info["global_step"] == 10
 
 
 def _as_if_killed_at(run, step: int) -> None:
@@ -352,12 +373,11 @@ def _as_if_killed_at(run, step: int) -> None:
     (run / "run.json").write_text(json.dumps(info))
 
 
-def test_resumed_from_the_last_step_or_an_epochs_end_trains_nothing_more_and_keeps_every_epoch(tmp_path, data):
+@pytest.mark.xdist_group("ten-steps")
+def test_resumed_from_the_last_step_or_an_epochs_end_trains_nothing_more_and_keeps_every_epoch(tmp_path, ten_steps):
     import shutil
 
-    args = ten_steps_saving_each(data)
-    straight = tmp_path / "straight"
-    nlft("train", *args, "--output_dir", str(straight))
+    args, straight = ten_steps
     epochs = sorted(p.name for p in (straight / "epochs").iterdir())
     assert epochs == ["epoch-1", "epoch-2"]  # no save named for the part of epoch 3 that ran
     for epoch, step in ((1, 4), (2, 8)):
