@@ -110,3 +110,33 @@ def test_cost_ratios_are_nlft_over_grpo_at_each_size():
     assert cost_ratios(rows) == [
         {"size": 25, "method": "nlft", "against": "grpo", "seconds_per_epoch": 0.25, "peak_memory_mb": 0.25}
     ]  # 50 has no grpo run; epoch 1 is not the last
+
+
+def test_results_of_two_folders_merge_into_one_experiment_and_other_pools_are_refused(tmp_path):
+    from dataclasses import asdict
+
+    from nlft.experiment import merge_results, write_results
+
+    def results(sizes, base=0.36, **changed):
+        options = asdict(ExperimentOptions(out="x", sizes=sizes, methods=["nlft", "sft"], seeds=[0], epochs=1))
+        rows = [
+            {"size": n, "method": m, "epoch": 1.0, "seeds": 1, "accuracy": [a], "mean": a, "sd": None, "base": base,
+             "seconds_per_record_epoch": 0.1, "seconds_per_epoch": 0.1 * n, "peak_memory_mb": 800.0,
+             "tokens_generated_per_record_epoch": 0.0}
+            for n, m, a in [(s, m, 0.3 + s / 1000 + (m == "sft") / 100) for s in sizes for m in ("nlft", "sft")]
+        ]  # fmt: skip
+        return {"options": {**options, **changed}, "rows": rows}
+
+    small, large = results([25, 50]), results([200], out="elsewhere", device="cpu")
+    options, rows = merge_results([large, small])
+    assert options.sizes == [25, 50, 200] and options.methods == ["nlft", "sft"]
+    assert [(r["size"], r["method"]) for r in rows] == [(s, m) for s in (25, 50, 200) for m in ("nlft", "sft")]
+    assert rows[-1]["accuracy"] == [0.3 + 0.2 + 0.01]  # the 200 sft row, untouched
+    table = write_results(options, tmp_path, rows)["md"].read_text()
+    assert "| 200 | sft | 1 | 51.0 |" in table and "| 25 | nlft | 1 | 32.5 |" in table
+    with pytest.raises(ValueError, match="input 2: settings other than input 1's: pool_questions"):
+        merge_results([small, results([200], pool_questions=999)])
+    with pytest.raises(ValueError, match="input 2: the base model scored"):
+        merge_results([small, results([200], base=0.4)])
+    with pytest.raises(ValueError, match="size 50, nlft, epoch 1 is in an earlier input"):
+        merge_results([small, results([50])])

@@ -430,6 +430,38 @@ def write_results(o: ExperimentOptions, out: Path, rows: list[dict[str, Any]]) -
     return paths
 
 
+# Settings that must agree for two folders' rows to be one experiment's: all but the sizes and where it ran.
+MERGE_SAME = ("model", "task", "judge", "judge_model", "pool_questions", "ratio", "methods", "seeds", "epochs",
+              "learning_rate", "learning_rates", "test_questions", "batch_size", "train_args", "dtype")  # fmt: skip
+
+
+def merge_results(results: list[dict[str, Any]]) -> tuple[ExperimentOptions, list[dict[str, Any]]]:
+    """One experiment's options and rows from the ``results.json`` of folders that ran the same plan at different
+    sizes (say, on different machines). Their pools must be the same for the sizes to nest: the settings other than
+    ``sizes`` must agree and the base model must have scored the same; a (size, method, epoch) in two inputs is
+    refused rather than chosen."""
+    if not results:
+        raise ValueError("nothing to merge")
+    first = results[0]["options"]
+    base = results[0]["rows"][0]["base"] if results[0]["rows"] else None
+    rows: dict[tuple, dict[str, Any]] = {}
+    for i, data in enumerate(results, 1):
+        differ = [k for k in MERGE_SAME if data["options"].get(k) != first.get(k)]
+        if differ:
+            raise ValueError(f"input {i}: settings other than input 1's: {', '.join(differ)}")
+        scored = {r["base"] for r in data["rows"]}
+        if scored - {base}:
+            raise ValueError(f"input {i}: the base model scored {sorted(scored)}, in input 1 {base}: another pool")
+        for r in data["rows"]:
+            key = (r["size"], r["method"], r["epoch"])
+            if key in rows:
+                raise ValueError(f"input {i}: size {key[0]}, {key[1]}, epoch {key[2]:g} is in an earlier input too")
+            rows[key] = r
+    options = {k: v for k, v in first.items() if k in ExperimentOptions.__dataclass_fields__}
+    options.update(sizes=sorted({size for size, _, _ in rows}), out="(merged)", dry_run=False)
+    return ExperimentOptions(**options), [rows[k] for k in sorted(rows)]
+
+
 def final_epoch_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     last = max((r["epoch"] for r in rows), default=None)
     return [r for r in rows if r["epoch"] == last]
