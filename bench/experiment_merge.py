@@ -19,22 +19,42 @@ import tempfile
 from pathlib import Path
 
 from nlft.experiment import merge_results, write_results
+from nlft.jsonl import atomic_write_bytes
+
+
+def load(path: str) -> dict:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read: {exc.strerror}") from None
+    except ValueError as exc:
+        raise ValueError(f"{path}: not JSON ({exc})") from None
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("options"), dict)
+        or not isinstance(data.get("rows"), list)
+    ):
+        raise ValueError(f"{path}: no experiment results (a results.json has 'options' and 'rows')")
+    return data
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("inputs", nargs="+", metavar="RESULTS_JSON")
     parser.add_argument("--out", required=True, help="prefix: writes PREFIX.md, .csv, .json and .png")
     args = parser.parse_args()
     try:
-        options, rows = merge_results([json.loads(Path(p).read_text(encoding="utf-8")) for p in args.inputs])
+        options, rows = merge_results([load(p) for p in args.inputs])
+        with tempfile.TemporaryDirectory() as tmp:
+            written = write_results(options, Path(tmp), rows)
+            for kind, path in written.items():
+                target = Path(f"{args.out}.{kind}")
+                atomic_write_bytes(target, path.read_bytes())  # replaces a link, never writes through it
+                print(target)
     except (OSError, ValueError, KeyError) as exc:
         sys.exit(f"experiment_merge: error: {exc}")
-    with tempfile.TemporaryDirectory() as tmp:
-        for kind, path in write_results(options, Path(tmp), rows).items():
-            target = Path(f"{args.out}.{kind}")
-            target.write_bytes(path.read_bytes())
-            print(target)
 
 
 if __name__ == "__main__":
