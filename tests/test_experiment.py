@@ -140,3 +140,40 @@ def test_results_of_two_folders_merge_into_one_experiment_and_other_pools_are_re
         merge_results([small, results([200], base=0.4)])
     with pytest.raises(ValueError, match="size 50, nlft, epoch 1 is in an earlier input"):
         merge_results([small, results([50])])
+
+
+def test_the_shipped_gpu_config_plans_the_papers_grid_at_the_paper_protocols_length(tmp_path, capsys):
+    from pathlib import Path
+
+    from nlft.cli import main
+
+    config = Path(__file__).parents[1] / "configs" / "experiment-gsm8k-llama3-8b.yaml"
+    with pytest.raises(SystemExit) as done:
+        main(["experiment", "--config", str(config), "--out", str(tmp_path / "exp"), "--dry-run"])
+    assert done.value.code == 0
+    plan = capsys.readouterr().out
+    assert "5 methods (nlft, sft, rft, sft-gold, grpo) x 5 sizes (25, 50, 100, 200, 400) x 3 seeds" in plan
+    assert "up to 512 new tokens per sample, test answer and GRPO completion" in plan
+    assert not (tmp_path / "exp").exists()
+
+
+def test_the_length_reaches_every_training_run_and_fixes_the_pool(tmp_path, monkeypatch):
+    import subprocess
+
+    from nlft.experiment import Cell, _check_same_plan, _train_cell
+
+    calls = []
+    monkeypatch.setattr(subprocess, "call", lambda argv: calls.append(argv) or 0)
+    o = ExperimentOptions(out=str(tmp_path), max_new_tokens=77, train_args=["--grpo_num_generations", "2"])
+    _train_cell(o, tmp_path, Cell("grpo", 3, 0), records=[])
+    argv = calls[0]
+    assert argv[argv.index("--grpo_max_completion_length") + 1] == "77"
+    assert argv[-2:] == ["--grpo_num_generations", "2"]  # the user's train_args come last and win
+
+    out = tmp_path / "exp"
+    out.mkdir()
+    old = {"model": "nlft:mini", "task": "mini-math", "judge": "arithmetic", "pool_questions": 400, "ratio": "2:1"}
+    (out / "experiment.json").write_text(json.dumps({"fixed": old}))  # written before the setting existed: 160
+    _check_same_plan(out, ExperimentOptions(out=str(out)))
+    with pytest.raises(ValueError, match=r"max_new_tokens 160 \(now 512\)"):
+        _check_same_plan(out, ExperimentOptions(out=str(out), max_new_tokens=512))

@@ -644,7 +644,8 @@ def _experiment(args: argparse.Namespace) -> int:
         judge_base_url=args.judge_base_url, pool_questions=args.pool_questions,
         sizes=args.sizes, ratio=args.ratio, methods=args.methods, seeds=args.seeds, epochs=args.epochs,
         learning_rate=args.learning_rate, learning_rates=rates or None, test_questions=args.test_questions,
-        batch_size=args.batch_size, generation_batch=args.generation_batch, train_args=args.train_args,
+        batch_size=args.batch_size, generation_batch=args.generation_batch, max_new_tokens=args.max_new_tokens,
+        train_args=args.train_args,
         dtype=args.dtype, device=args.device, dry_run=args.dry_run or None, progress=False if args.no_progress else None,
     )  # fmt: skip
     # Flags left unset (None) take the config file's value, then the default; a flag given wins over the file.
@@ -658,7 +659,6 @@ def _experiment(args: argparse.Namespace) -> int:
 
 def _register_experiment(sub) -> None:
     from .experiment import ExperimentOptions
-    from .judging import JUDGE_BACKENDS
     from .judging import JUDGE_BACKENDS
     from .methods import METHODS
     from .modeling import DTYPES
@@ -701,6 +701,9 @@ def _register_experiment(sub) -> None:
     p.add_argument("--test-questions", type=POSITIVE, help=default(d.test_questions))
     p.add_argument("--batch-size", type=POSITIVE, help=f"records per step, every method {default(d.batch_size)}")
     p.add_argument("--generation-batch", type=POSITIVE, help=f"sampling and evaluation batch {default(d.generation_batch)}")
+    p.add_argument("--max-new-tokens", type=POSITIVE,
+                   help=f"of the pool's samples, the evaluations and GRPO's completions; 512 for GSM8K "
+                        f"{default(d.max_new_tokens)}")  # fmt: skip
     p.add_argument("--dtype", choices=DTYPES, help=default(d.dtype))
     p.add_argument("--device", help="cpu, cuda, ... (default: cpu)")
     p.add_argument("--train-args", nargs=argparse.REMAINDER, help="the rest goes to every `nlft train` alike")

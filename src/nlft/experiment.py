@@ -16,11 +16,9 @@ import json
 import random
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
-
-MAX_NEW_TOKENS = 160
 
 
 @dataclass
@@ -44,6 +42,9 @@ class ExperimentOptions:
     test_questions: int = 200
     batch_size: int = 4
     generation_batch: int = 100
+    # New tokens of the pool's samples, the evaluations and GRPO's completions alike: 160 fits mini-math; GSM8K
+    # chains of thought of an instruct model need the paper protocol's 512.
+    max_new_tokens: int = 160
     train_args: list[str] = field(default_factory=list)  # more `nlft train` flags, for every method alike
     dtype: str = "float32"
     device: str | None = None
@@ -64,7 +65,7 @@ class ExperimentOptions:
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
             raise ValueError(f"--methods: unknown {', '.join(unknown)} (choose from {', '.join(METHODS)})")
-        for name in ("pool_questions", "epochs", "test_questions", "batch_size", "generation_batch"):
+        for name in ("pool_questions", "epochs", "test_questions", "batch_size", "generation_batch", "max_new_tokens"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be a whole number of at least 1, got {value!r}")
@@ -154,6 +155,7 @@ def plan_text(o: ExperimentOptions) -> str:
         f"{o.model} on {o.task}: {len(o.methods)} methods ({', '.join(o.methods)}) x {len(o.sizes)} sizes "
         f"({', '.join(map(str, o.sizes))}) x {len(o.seeds)} seeds = {n} training runs of {o.epochs} epochs\n"
         f"  pool: {o.pool_questions} train questions answered and judged ({o.judge}); subsets at correct:wrong {o.ratio}\n"
+        f"  up to {o.max_new_tokens} new tokens per sample, test answer and GRPO completion\n"
         f"  cost: {trained} record-epochs of training, {evals} test generations "
         f"({n} runs x {o.epochs} epochs + the base model, {o.test_questions} questions each)"
     )
@@ -184,12 +186,18 @@ def run_experiment(o: ExperimentOptions) -> int:
     return 0
 
 
+# The settings that decide the pool and so the records: one folder holds one pool.
+POOL_SETTINGS = ("model", "task", "judge", "pool_questions", "ratio", "max_new_tokens")
+# A folder written before a setting existed ran at its default.
+_DEFAULTS = {f.name: f.default for f in fields(ExperimentOptions) if f.default is not MISSING}
+
+
 def _check_same_plan(out: Path, o: ExperimentOptions) -> None:
     """A rerun continues the same experiment; other pool or data settings in the same folder are refused."""
     from .jsonl import atomic_write_text
 
     path = out / "experiment.json"
-    fixed = {k: v for k, v in asdict(o).items() if k in ("model", "task", "judge", "pool_questions", "ratio")}
+    fixed = {k: v for k, v in asdict(o).items() if k in POOL_SETTINGS}
     if o.judge != "arithmetic":
         fixed["judge_model"] = o.judge_model
     if path.is_file():
@@ -197,7 +205,8 @@ def _check_same_plan(out: Path, o: ExperimentOptions) -> None:
             earlier = json.loads(path.read_text(encoding="utf-8")).get("fixed", {})
         except ValueError:
             raise ValueError(f"{path}: damaged; remove it or use another --out") from None
-        differ = {k: (earlier.get(k), v) for k, v in fixed.items() if earlier.get(k) != v}
+        was = {k: earlier.get(k, _DEFAULTS.get(k)) for k in fixed}
+        differ = {k: (was[k], v) for k, v in fixed.items() if was[k] != v}
         if differ:
             raise ValueError(
                 f"{path}: this folder holds an experiment with other settings "
@@ -225,7 +234,7 @@ def _data(o: ExperimentOptions, out: Path) -> dict[int, list]:
         task.load("train", limit=o.pool_questions),
         pool,
         sampler=BackendOptions(model=o.model, batch_size=o.generation_batch, dtype=o.dtype, device=o.device),
-        settings=SamplingSettings(max_new_tokens=MAX_NEW_TOKENS),
+        settings=SamplingSettings(max_new_tokens=o.max_new_tokens),
         judge=JudgeOptions(
             o.judge,
             model=None
@@ -271,7 +280,7 @@ def _train_cell(o: ExperimentOptions, out: Path, cell: Cell, records: list) -> N
         "--save_total_limit", "1",
         "--disable_tqdm", str(not o.progress).lower(),
         *(["--use_cpu", "true"] if o.device == "cpu" else []),
-        "--grpo_max_completion_length", str(MAX_NEW_TOKENS),  # as long as the samples and the evaluation's
+        "--grpo_max_completion_length", str(o.max_new_tokens),  # as long as the samples and the evaluation's
         *resume,
         *o.train_args,
     ]  # fmt: skip
@@ -290,7 +299,7 @@ def _evaluate(o: ExperimentOptions, target: Path, *, all_checkpoints: bool = Fal
             backend=BackendOptions(batch_size=o.generation_batch, dtype=o.dtype, device=o.device),
             all_checkpoints=all_checkpoints,
             data=f"{o.task}:test",
-            settings=EvalSettings(limit=o.test_questions, max_new_tokens=MAX_NEW_TOKENS),
+            settings=EvalSettings(limit=o.test_questions, max_new_tokens=o.max_new_tokens),
             out=str(target) if model else None,
             progress=o.progress,
         )
@@ -432,7 +441,12 @@ def write_results(o: ExperimentOptions, out: Path, rows: list[dict[str, Any]]) -
 
 # Settings that must agree for two folders' rows to be one experiment's: all but the sizes and where it ran.
 MERGE_SAME = ("model", "task", "judge", "judge_model", "pool_questions", "ratio", "methods", "seeds", "epochs",
-              "learning_rate", "learning_rates", "test_questions", "batch_size", "train_args", "dtype")  # fmt: skip
+              "learning_rate", "learning_rates", "test_questions", "batch_size", "train_args", "dtype",
+              "max_new_tokens")  # fmt: skip
+
+
+def _setting(options: dict[str, Any], key: str) -> Any:
+    return options.get(key, _DEFAULTS.get(key))
 
 
 def merge_results(results: list[dict[str, Any]]) -> tuple[ExperimentOptions, list[dict[str, Any]]]:
@@ -446,7 +460,7 @@ def merge_results(results: list[dict[str, Any]]) -> tuple[ExperimentOptions, lis
     base = results[0]["rows"][0]["base"] if results[0]["rows"] else None
     rows: dict[tuple, dict[str, Any]] = {}
     for i, data in enumerate(results, 1):
-        differ = [k for k in MERGE_SAME if data["options"].get(k) != first.get(k)]
+        differ = [k for k in MERGE_SAME if _setting(data["options"], k) != _setting(first, k)]
         if differ:
             raise ValueError(f"input {i}: settings other than input 1's: {', '.join(differ)}")
         scored = {r["base"] for r in data["rows"]}
