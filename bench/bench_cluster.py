@@ -2,7 +2,7 @@
 
     python bench/bench_cluster.py [--tokens 4096] [--hidden 4096] [--device cuda]
 
-``nlft.clustering.cluster_mask`` runs every seed's walk in two sweeps, blocks of positions in closed form, each
+``nlft.method.clustering.cluster_mask`` runs every seed's walk in two sweeps, blocks of positions in closed form, each
 decision certified against the reference's float computation or replayed exactly (its module docstring). It is
 checked equal, on every case, to ``lockstep``: the previous implementation (every walk advanced together, one
 comparison per step), which the tests prove equal to the reference loop; the reference loop itself (one
@@ -24,7 +24,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from nlft.clustering import cluster_mask
+from nlft.method.clustering import cluster_mask
 
 
 def reference_walk(hidden: torch.Tensor, seeds: torch.Tensor, mode: str, radius: float) -> torch.Tensor:
@@ -155,7 +155,10 @@ def main() -> None:
         for name, ms in cases:
             print(f"| {name} | {ms:.1f} | {ms / (10 * base):.1f}% |")
         over = [name for name, ms in cases if ms > 50 * base]
-        print(f"\n{len(cases) - len(over)} of {len(cases)} cases within 5%" + (f"; over: {', '.join(over)}" if over else ""))
+        print(
+            f"\n{len(cases) - len(over)} of {len(cases)} cases within 5%"
+            + (f"; over: {', '.join(over)}" if over else "")
+        )
 
 
 def _lean_pass(args) -> float:
@@ -163,14 +166,18 @@ def _lean_pass(args) -> float:
     import bench_step
 
     preset = dict(bench_step.PRESETS["tiny-128k"], response=args.tokens)
-    return bench_step.measure_times(["sft-lean"], preset, args.device, rounds=3, warmup=1)["per_step_s"]["sft-lean"]
+    return bench_step.measure_times(["sft-lean"], preset, args.device, rounds=3, warmup=1)["per_step_s"][
+        "sft-lean"
+    ]
 
 
 def _cases(args, cases: list) -> None:
     g = torch.Generator().manual_seed(0)
     print(f"## Clustering: {args.tokens} response tokens, hidden {args.hidden}, {args.device}, float32, "
           f"{torch.get_num_threads()} threads\n")  # fmt: skip
-    print("| hidden states | mode | seeds | cluster size | nlft (ms) | lockstep (ms) | reference loop (ms) | equal |")
+    print(
+        "| hidden states | mode | seeds | cluster size | nlft (ms) | lockstep (ms) | reference loop (ms) | equal |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---|")
     for kind in ("realistic", "blocks", "random"):
         hidden = states(kind, args.tokens, args.hidden, args.device, g)

@@ -25,10 +25,10 @@ from pathlib import Path
 import torch
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from nlft.data.sources import from_mathcritique
+from nlft.models.tiny import load_tokenizer
 from nlft.prompts import RecordEncoder
 from nlft.records import Record
-from nlft.sources import from_mathcritique
-from nlft.tiny import load_tokenizer
 
 
 def realistic_records(shared: Path, n_wrong: int, seed: int = 0) -> list[Record]:
@@ -70,24 +70,34 @@ def padded_fraction(encoded, order, batch_size: int) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared")
-    parser.add_argument("--batch", type=int, nargs="+", default=[2, 4, 8], help="per-device micro-batch sizes")
+    parser.add_argument(
+        "--batch", type=int, nargs="+", default=[2, 4, 8], help="per-device micro-batch sizes"
+    )
     parser.add_argument("--wrong", type=int, default=100, help="wrong records (twice as many correct)")
     parser.add_argument("--epochs", type=int, default=5, help="epochs (orders) averaged over")
-    parser.add_argument("--accumulation", type=int, default=4, help="gradient accumulation (the sampler groups by it)")
+    parser.add_argument(
+        "--accumulation", type=int, default=4, help="gradient accumulation (the sampler groups by it)"
+    )
     args = parser.parse_args()
     if not (args.shared / "data/mathcritique").is_dir():
         sys.exit(f"bench_padding: needs the shared data folder ({args.shared}/data); pass --shared")
     records = realistic_records(args.shared, args.wrong)
     encoded = RecordEncoder(load_tokenizer(), "math", max_length=4096).encode_all(records).records
     widths = [r.width for r in encoded]
-    print(f"## Padding in NLFT's passes: {len(encoded)} GSM8K records (1:2 wrong:correct), embedded tokenizer\n")
+    print(
+        f"## Padding in NLFT's passes: {len(encoded)} GSM8K records (1:2 wrong:correct), embedded tokenizer\n"
+    )
     print(
         f"record width (longest sequence) median {statistics.median(widths):.0f}, "
         f"p10 {sorted(widths)[len(widths) // 10]}, p90 {sorted(widths)[9 * len(widths) // 10]} tokens\n"
     )
-    print("| micro-batch | padded, random order | padded, group_by_length | training pass: random | training pass: grouped | positions computed, grouped / random |")
+    print(
+        "| micro-batch | padded, random order | padded, group_by_length | training pass: random | training pass: grouped | positions computed, grouped / random |"
+    )
     print("|---:|---:|---:|---:|---:|---:|")
     for b in args.batch:
         rand, grouped, ratio, train_r, train_g = [], [], [], [], []

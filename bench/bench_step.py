@@ -140,7 +140,7 @@ def records(preset: dict):
 
 
 def nlft_args(tmp: str, device: str, preset: dict, reference_probs: str):
-    from nlft.config import NLFTConfig
+    from nlft.train.config import NLFTConfig
 
     return NLFTConfig(
         output_dir=tmp, report_to="none", use_cpu=device == "cpu", reference_probs=reference_probs,
@@ -155,8 +155,8 @@ def make_steps(method: str, preset: dict, device: str) -> dict:
 
     import torch
 
-    from nlft.scoring import score_responses
-    from nlft.trainer import NLFTCollator, NLFTTrainer, compute_reference_cache
+    from nlft.method.scoring import score_responses
+    from nlft.train.trainer import NLFTCollator, NLFTTrainer, compute_reference_cache
 
     model = build(preset, device)
     recs = records(preset)
@@ -193,7 +193,7 @@ def make_steps(method: str, preset: dict, device: str) -> dict:
         import datasets
         from trl import SFTConfig, SFTTrainer
 
-        from nlft.tiny import (
+        from nlft.models.tiny import (
             load_tokenizer,
         )  # SFTTrainer wants a processing class; the rows are already tokenized
 
@@ -245,7 +245,7 @@ def make_steps(method: str, preset: dict, device: str) -> dict:
         return {method: step}
 
     if method == "naive":
-        from nlft.loss import record_loss
+        from nlft.method.loss import record_loss
 
         def step(i):
             model.train()
@@ -289,7 +289,11 @@ def make_steps(method: str, preset: dict, device: str) -> dict:
             b = batches[i % 3]
             model.train()
             s = score_responses(
-                model, b["base_input_ids"], b["base_attention_mask"], b["base_prompt_lens"], b["response_lens"]
+                model,
+                b["base_input_ids"],
+                b["base_attention_mask"],
+                b["base_prompt_lens"],
+                b["response_lens"],
             )
             (-s.logp.mean() + s.anchor).backward()
             optimizer_step()
@@ -342,7 +346,7 @@ def measure_times(methods, preset: dict, device: str, rounds: int, warmup: int) 
     method in turn, so that a machine whose speed drifts slows all methods alike. Median over rounds."""
     import torch
 
-    import nlft.weighting
+    import nlft.method.weighting
 
     steps = {}
     for m in methods:
@@ -350,7 +354,7 @@ def measure_times(methods, preset: dict, device: str, rounds: int, warmup: int) 
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     # The clustering's share of each step: the weighting calls it through its module, so time it there.
     clustering = [0.0]
-    cluster_mask = nlft.weighting.cluster_mask
+    cluster_mask = nlft.method.weighting.cluster_mask
 
     def timed_cluster_mask(*a, **k):
         sync()
@@ -360,7 +364,7 @@ def measure_times(methods, preset: dict, device: str, rounds: int, warmup: int) 
         clustering[0] += time.perf_counter() - t0
         return out
 
-    nlft.weighting.cluster_mask = timed_cluster_mask
+    nlft.method.weighting.cluster_mask = timed_cluster_mask
     for fn in steps.values():
         for i in range(3 * warmup):
             fn(i)
@@ -440,7 +444,9 @@ def main() -> None:
         "--lengths",
         type=int,
         nargs="+",
-        help="response-length sweep instead: " + ", ".join(SWEEP_METHODS) + " at each length (e.g. 256 1024 4096)",
+        help="response-length sweep instead: "
+        + ", ".join(SWEEP_METHODS)
+        + " at each length (e.g. 256 1024 4096)",
     )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--response", type=int, help=argparse.SUPPRESS)

@@ -12,7 +12,9 @@ from pathlib import Path
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("folders", nargs="+", metavar="RATE=FOLDER")
     parser.add_argument("--size", type=int, default=25)
     args = parser.parse_args()
@@ -27,7 +29,7 @@ def main() -> None:
             if r["size"] == args.size and r["epoch"] == last:
                 sd = "" if r["sd"] is None else f" ± {100 * r['sd']:.1f}"
                 table.setdefault(r["method"], {})[rate] = f"{100 * r['mean']:.1f}{sd} (n={r['seeds']})"
-    print(f"| method | " + " | ".join(f"lr {r}" for r in rates) + " |")
+    print("| method | " + " | ".join(f"lr {r}" for r in rates) + " |")
     print("|---|" + "---:|" * len(rates))
     for method, cells in table.items():
         print(f"| {method} | " + " | ".join(cells.get(r, "-") for r in rates) + " |")

@@ -19,8 +19,8 @@ from collections import Counter
 from difflib import SequenceMatcher
 from pathlib import Path
 
-from nlft.arithmetic import judge_response, strip_annotations
-from nlft.gsm8k import grade
+from nlft.data.arithmetic import judge_response, strip_annotations
+from nlft.tasks.answers import grade
 
 DEFAULT_DATA = (
     Path(__file__).resolve().parents[1].parent / "shared/data/mathcritique/mathcritique_gsm8k_triples.jsonl"

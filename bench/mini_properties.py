@@ -9,7 +9,7 @@
    standard answer) against under X_base (the question alone), on the same problems.
 3. **Comprehension of X_judge**: on the model's own wrong answers judged by the arithmetic judge, the mean
    log(p_judge / p_base) over the tokens of the step the judgment names, against over the other tokens.
-4. **Saliency precision and recall** (``nlft locate``, ``nlft.localization``): with the default weighting, the
+4. **Saliency precision and recall** (``nlft locate``, ``nlft.see.localization``): with the default weighting, the
    share of blamed tokens that lie in the judged step (beside the share of tokens there: chance), and the
    share of wrong records with a blamed token there.
 
@@ -27,21 +27,23 @@ from pathlib import Path
 
 import torch
 
-from nlft.arithmetic import judge_response
-from nlft.evaluation import PaperProtocol
-from nlft.generation import HFBackend, SamplingSettings
-from nlft.localization import judged_quote, localize
-from nlft.modeling import load_model
+from nlft.data.arithmetic import judge_response
+from nlft.evals.evaluation import PaperProtocol
+from nlft.models.generation import HFBackend, SamplingSettings
+from nlft.models.loading import load_model
 from nlft.prompts import RecordEncoder
 from nlft.records import Record
-from nlft.saliency import score_records
+from nlft.see.localization import judged_quote, localize
+from nlft.see.saliency import score_records
 from nlft.tasks import get_task
 
 
 def answers(model, tokenizer, questions, max_new_tokens: int, batch_size: int):
     """Greedy responses to ``questions`` under the paper protocol's prompt, in order."""
     prompted = PaperProtocol("math").build(questions)
-    backend = HFBackend(model, tokenizer, SamplingSettings(max_new_tokens=max_new_tokens), batch_size=batch_size)
+    backend = HFBackend(
+        model, tokenizer, SamplingSettings(max_new_tokens=max_new_tokens), batch_size=batch_size
+    )
     by_key = {r.key: c.text or "" for r, c in backend.generate([p.request for p in prompted])}
     return [by_key[p.request.key] for p in prompted]
 
@@ -61,7 +63,15 @@ def measure(model_name: str, n_test: int, batch_size: int = 50, max_new_tokens: 
         gold = task.gold(q)
         verdict = judge_response(r, q.reference or f"#### {gold}", question=q.question)
         if not verdict.correct and verdict.judgment:
-            judged.append(Record(id=f"wrong-{i}", question=q.question, response=r, reference=q.reference, judgment=verdict.judgment))
+            judged.append(
+                Record(
+                    id=f"wrong-{i}",
+                    question=q.question,
+                    response=r,
+                    reference=q.reference,
+                    judgment=verdict.judgment,
+                )
+            )
     naming = [rec for rec in judged if judged_quote(rec.judgment) is not None]
 
     encoder = RecordEncoder(tokenizer, "math", max_length=1024)
@@ -71,12 +81,16 @@ def measure(model_name: str, n_test: int, batch_size: int = 50, max_new_tokens: 
         for i, q in enumerate(questions)
     ]
     enc = encoder.encode_all(gold_records).records
-    scored = score_records(model, tokenizer, enc, {r.id: r for r in gold_records}, progress=False, batch_size=16)
+    scored = score_records(
+        model, tokenizer, enc, {r.id: r for r in gold_records}, progress=False, batch_size=16
+    )
     p_std = torch.cat([s.p_std for s in scored])
     p_base = torch.cat([s.p_base for s in scored])
     # 3 and 4: the model's own judged wrong answers.
     enc = encoder.encode_all(judged).records
-    scored_wrong = score_records(model, tokenizer, enc, {r.id: r for r in judged}, progress=False, batch_size=16)
+    scored_wrong = score_records(
+        model, tokenizer, enc, {r.id: r for r in judged}, progress=False, batch_size=16
+    )
     loc = localize(scored_wrong, {r.id: r.response for r in judged}, tokenizer)
     return {
         "model": model_name,
@@ -121,10 +135,14 @@ def render(m: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default="nlft:mini")
     parser.add_argument("--test", type=int, default=500, help="test problems")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "mini-properties.json")
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).parent / "results" / "mini-properties.json"
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     m = measure(args.model, args.test)

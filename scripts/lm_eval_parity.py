@@ -3,14 +3,14 @@
 Not part of the package and not run by the tests (they use the fixture it writes). Needs lm-eval in some
 environment (`pip install lm-eval`; the harness itself, no model back-end) and a local GSM8K folder:
 
-    python scripts/lm_eval_parity.py --gsm8k-dir ../shared/data/gsm8k --write-fixture tests/data/lm_eval_gsm8k_prompts.json
+    python scripts/lm_eval_parity.py --gsm8k-dir ../shared/data/gsm8k --write-fixture tests/fixtures/lm_eval_gsm8k_prompts.json
 
 1. Prompts: lm-eval's own gsm8k task (its shipped gsm8k.yaml, with the dataset pointed at the local JSONL files)
    builds the 5-shot contexts of the first test questions with its default few-shot seed; they are compared
    with `LmEvalProtocol` and, with --write-fixture, stored for tests/test_evaluation.py.
 2. Grading: lm-eval's strict-match and flexible-extract filters and its exact_match metric, configured from the
-   same YAML, score tests/data/gsm8k_tricky.jsonl and every solution in GSM8K's example_model_solutions.jsonl
-   (with '#### N' and stop-string variants); `nlft.gsm8k.grade` must agree on every one.
+   same YAML, score tests/fixtures/gsm8k_tricky.jsonl and every solution in GSM8K's example_model_solutions.jsonl
+   (with '#### N' and stop-string variants); `nlft.tasks.answers.grade` must agree on every one.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from nlft.evaluation import LmEvalProtocol, load_eval_data  # noqa: E402
-from nlft.gsm8k import grade  # noqa: E402
+from nlft.evals.evaluation import LmEvalProtocol, load_eval_data  # noqa: E402
+from nlft.tasks.answers import grade  # noqa: E402
 
 
 def shipped_task_config() -> dict:
@@ -80,7 +80,7 @@ def lm_eval_scores(responses: list[str], golds: list[str]) -> dict[str, list[boo
 
 
 def check_grading(gsm8k_dir: Path) -> int:
-    cases = [json.loads(line) for line in (REPO / "tests" / "data" / "gsm8k_tricky.jsonl").open()]
+    cases = [json.loads(line) for line in (REPO / "tests" / "fixtures" / "gsm8k_tricky.jsonl").open()]
     responses = [c["response"] for c in cases]
     golds = [c["gold"] for c in cases]
     tests = {

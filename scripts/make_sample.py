@@ -14,8 +14,8 @@ import json
 import shutil
 from pathlib import Path
 
+from nlft.data.sources import from_mathcritique, gsm8k_gold_records
 from nlft.jsonl import atomic_write_jsonl
-from nlft.sources import from_mathcritique, gsm8k_gold_records
 
 
 def main() -> None:

@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers  # noqa: E402
 
-from nlft.arithmetic import judge_response  # noqa: E402
+from nlft.data.arithmetic import judge_response  # noqa: E402
 from nlft.prompts import RecordEncoder, TemplateSet  # noqa: E402
 from nlft.records import Record  # noqa: E402
 from nlft.tasks.mini_math import MiniMathTask, Problem, corrupt, pretrain_stream  # noqa: E402
@@ -264,7 +264,15 @@ def batches(tokenizer, settings: Settings):
                 ids[r, : len(x)] = torch.tensor(x)
                 labels[r, : len(y)] = torch.tensor(y)
                 mask[r, : len(x)] = 1
-            yield {"prefix": torch.tensor([prefix]), "input_ids": ids, "attention_mask": mask, "labels": labels}, kind
+            yield (
+                {
+                    "prefix": torch.tensor([prefix]),
+                    "input_ids": ids,
+                    "attention_mask": mask,
+                    "labels": labels,
+                },
+                kind,
+            )
 
 
 def prefixed_loss(model, batch):
@@ -309,8 +317,8 @@ def lr_at(step: int, settings: Settings) -> float:
 
 def test_accuracy(model, tokenizer, n: int, batch_size: int = 50) -> float:
     """Greedy accuracy on the first ``n`` test problems under the paper protocol's prompt (the X_base prompt)."""
-    from nlft.evaluation import PaperProtocol
-    from nlft.generation import HFBackend, SamplingSettings
+    from nlft.evals.evaluation import PaperProtocol
+    from nlft.models.generation import HFBackend, SamplingSettings
 
     task = MiniMathTask()
     questions = task.load("test", limit=n)
@@ -320,7 +328,8 @@ def test_accuracy(model, tokenizer, n: int, batch_size: int = 50) -> float:
     was_training = model.training
     model.eval()
     right = sum(
-        task.grade(c.text or "", by_key[r.key]).correct for r, c in backend.generate([p.request for p in prompted])
+        task.grade(c.text or "", by_key[r.key]).correct
+        for r, c in backend.generate([p.request for p in prompted])
     )
     model.train(was_training)
     return right / n
@@ -355,7 +364,12 @@ def train(
         torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        row = {"step": step + 1, "kind": kind, "loss": round(loss.item(), 6), "seconds": round(time.time() - started, 1)}
+        row = {
+            "step": step + 1,
+            "kind": kind,
+            "loss": round(loss.item(), 6),
+            "seconds": round(time.time() - started, 1),
+        }
         if evaluate and ((step + 1) % settings.eval_every == 0 or step + 1 == total):
             row["test_accuracy"] = test_accuracy(model, tokenizer, settings.eval_questions)
             if keep is not None:
@@ -367,12 +381,17 @@ def train(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=REPO / "src" / "nlft" / "resources" / "mini")
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the settings')")
     parser.add_argument("--eval-every", type=int, default=None)
     parser.add_argument(
-        "--keep", type=Path, default=None, help="also save the model of every evaluation step under KEEP/step-N"
+        "--keep",
+        type=Path,
+        default=None,
+        help="also save the model of every evaluation step under KEEP/step-N",
     )
     args = parser.parse_args()
     settings = Settings()
@@ -383,6 +402,7 @@ def main() -> None:
     started = time.time()
     tokenizer = build_tokenizer(settings)
     print(f"tokenizer: {len(tokenizer)} tokens ({time.time() - started:.0f}s)", flush=True)
+
     def keep(step, model):
         if args.keep is not None:
             model.save_pretrained(args.keep / f"step-{step}")

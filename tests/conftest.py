@@ -42,8 +42,8 @@ ROWS = [
 
 def config(tmp_path, *extra: str, rows=ROWS, name="run"):
     """The parsed ``nlft train`` settings of a quiet CPU run of the tiny model on ``rows`` into tmp_path/name."""
-    from nlft.config import parse_train_args
     from nlft.jsonl import atomic_write_jsonl
+    from nlft.train.config import parse_train_args
 
     data = tmp_path / f"{name}.jsonl"
     atomic_write_jsonl(data, rows)
@@ -84,7 +84,7 @@ def need_shared(*parts: str) -> Path:
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from nlft.tiny import load_tokenizer
+    from nlft.models.tiny import load_tokenizer
 
     return load_tokenizer()
 
@@ -97,7 +97,7 @@ def gsm8k_dir() -> Path:
 @pytest.fixture(scope="session")
 def pool_200(gsm8k_dir):
     """200 real records: MathCritique's 100 wrong answers with critiques + 100 GSM8K train gold solutions."""
-    from nlft.sources import from_mathcritique, gsm8k_gold_records
+    from nlft.data.sources import from_mathcritique, gsm8k_gold_records
 
     wrong = list(from_mathcritique(need_shared("data", "mathcritique", "mathcritique_gsm8k_triples.jsonl")))
     used = {r.question for r in wrong}
@@ -124,7 +124,7 @@ def write(tmp_path):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny random-weight Llama saved as a model folder (with the project tokenizer), shared by the session."""
-    from nlft.tiny import save_tiny_model
+    from nlft.models.tiny import save_tiny_model
 
     return save_tiny_model(tmp_path_factory.mktemp("tiny") / "model", seed=0)
 
@@ -135,7 +135,7 @@ def make_probe(record_id: str, correct: bool, n: int = 24, seed: int = 0, tokens
     standard answer makes near-certain (confirmed)."""
     import torch
 
-    from nlft.views import ProbeRecord
+    from nlft.train.probes import ProbeRecord
 
     gen = torch.Generator().manual_seed(seed)
     p_base = torch.rand(n, generator=gen) * 0.5 + 0.05
@@ -182,7 +182,7 @@ def tiny_run(tmp_path_factory) -> Path:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from nlft.tiny import save_tiny_model
+    from nlft.models.tiny import save_tiny_model
 
     root = tmp_path_factory.mktemp("tiny_run")
     base = save_tiny_model(root / "base", seed=0)
@@ -212,9 +212,9 @@ def tiny_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def snapshot_run(tmp_path_factory) -> Path:
     """A finished two-step NLFT run of the tiny model on four records, with a saliency snapshot every step."""
-    from nlft.config import parse_train_args
     from nlft.jsonl import atomic_write_jsonl
-    from nlft.train import train
+    from nlft.train.config import parse_train_args
+    from nlft.train.run import train
 
     root = tmp_path_factory.mktemp("tiny-run")
     atomic_write_jsonl(root / "data.jsonl", ROWS)
@@ -241,7 +241,12 @@ def small_demo(tmp_path_factory) -> tuple[Path, str]:
     import sys
 
     out = tmp_path_factory.mktemp("demo") / "demo"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO / "src")}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONPATH": str(REPO / "src"),
+    }
     proc = subprocess.run(
         [sys.executable, "-m", "nlft", "demo", "--out", str(out), "--questions", "24", "--test-questions", "4",
          "--epochs", "2", "--no-progress"],
@@ -256,7 +261,7 @@ def server():
     """start(run_dir) -> a studio server answering on 127.0.0.1 in a thread; stopped after the test."""
     import threading
 
-    from nlft.studio import make_server
+    from nlft.see.studio import make_server
 
     started = []
 

@@ -25,12 +25,12 @@ import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from nlft.loss import record_loss  # noqa: E402
+from nlft.method.loss import record_loss  # noqa: E402
+from nlft.method.weighting import WeightingConfig  # noqa: E402
+from nlft.models.tiny import build_tiny_architecture, load_tokenizer  # noqa: E402
 from nlft.prompts import RecordEncoder  # noqa: E402
 from nlft.records import records_from_dicts  # noqa: E402
-from nlft.tiny import build_tiny_architecture, load_tokenizer  # noqa: E402
-from nlft.trainer import NLFTCollator, batch_scores, compute_reference_cache, eval_batches  # noqa: E402
-from nlft.weighting import WeightingConfig  # noqa: E402
+from nlft.train.trainer import NLFTCollator, batch_scores, compute_reference_cache, eval_batches  # noqa: E402
 
 Q = "What is 3+4?"
 ROWS = [  # ordered so that process 0 gets the two correct records, process 1 the two wrong ones
@@ -57,7 +57,7 @@ def build(arch: str, mode: str):
     if mode == "lora":
         from peft import LoraConfig, get_peft_model
 
-        from nlft.modeling import lora_targets
+        from nlft.models.loading import lora_targets
 
         torch.manual_seed(12)
         config = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=lora_targets(model, None),

@@ -147,8 +147,8 @@ def test_zero3_full_fine_tuning_through_the_trainer_saves_a_model_eval_loads(tmp
 
 
 def test_fsdp_asked_for_on_a_machine_without_gpus_is_refused(monkeypatch):
-    from nlft.config import parse_train_args
     from nlft.distributed import check_launch
+    from nlft.train.config import parse_train_args
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA: FSDP would run")
@@ -159,8 +159,8 @@ def test_fsdp_asked_for_on_a_machine_without_gpus_is_refused(monkeypatch):
 
 
 def test_a_lone_process_under_accelerate_launch_is_warned_about(monkeypatch, caplog):
-    from nlft.config import parse_train_args
     from nlft.distributed import check_launch
+    from nlft.train.config import parse_train_args
 
     _, _, args = parse_train_args(["--output_dir", "x", "--use_cpu", "true"])
     monkeypatch.setenv("ACCELERATE_DYNAMO_BACKEND", "NO")  # set by accelerate launch in every child

@@ -12,8 +12,13 @@ from nlft.records import Record
 
 def test_nested_subsets_keep_the_ratio_and_grow_by_prefixes():
     pool = [Record(id=f"c{i}", question="q", response="r", reference="r", correct=True) for i in range(20)]
-    pool += [Record(id=f"w{i}", question="q", response="r", reference="r", judgment="j", correct=False) for i in range(10)]
-    pool += [Record(id="u", question="q", response="r", reference="r", correct=False)]  # wrong, unjudged: left out
+    pool += [
+        Record(id=f"w{i}", question="q", response="r", reference="r", judgment="j", correct=False)
+        for i in range(10)
+    ]
+    pool += [
+        Record(id="u", question="q", response="r", reference="r", correct=False)
+    ]  # wrong, unjudged: left out
     subsets = nested_subsets(pool, [6, 12, 24], (2, 1), seed=0)
     for size, records in subsets.items():
         assert len(records) == size and sum(not r.is_correct for r in records) == size // 3
@@ -39,7 +44,13 @@ def test_the_experiment_runs_resumes_and_reports_what_the_cells_measured(tmp_pat
     for (size, method, epoch), row in rows.items():
         accs = []
         for seed in (0, 1):
-            summary = out / "runs" / f"{method}-{size}-s{seed}" / "eval" / f"paper-mini-math-test-epoch-{int(epoch)}"
+            summary = (
+                out
+                / "runs"
+                / f"{method}-{size}-s{seed}"
+                / "eval"
+                / f"paper-mini-math-test-epoch-{int(epoch)}"
+            )
             accs.append(json.loads((summary / "summary.json").read_text())["accuracy"]["authors"])
         assert row["accuracy"] == accs and row["mean"] == pytest.approx(sum(accs) / 2)
     assert (out / "plot.png").read_bytes().startswith(b"\x89PNG")
@@ -103,7 +114,13 @@ def test_cost_ratios_are_nlft_over_grpo_at_each_size():
     from nlft.experiment import cost_ratios
 
     def row(size, method, seconds, memory):
-        return {"size": size, "method": method, "epoch": 2.0, "seconds_per_epoch": seconds, "peak_memory_mb": memory}
+        return {
+            "size": size,
+            "method": method,
+            "epoch": 2.0,
+            "seconds_per_epoch": seconds,
+            "peak_memory_mb": memory,
+        }
 
     rows = [row(25, "nlft", 10.0, 300.0), row(25, "grpo", 40.0, 1200.0), row(50, "nlft", 20.0, 310.0),
             row(25, "sft", 8.0, 290.0), {**row(25, "nlft", 99.0, 9.0), "epoch": 1.0}]  # fmt: skip
@@ -118,7 +135,9 @@ def test_results_of_two_folders_merge_into_one_experiment_and_other_pools_are_re
     from nlft.experiment import merge_results, write_results
 
     def results(sizes, base=0.36, **changed):
-        options = asdict(ExperimentOptions(out="x", sizes=sizes, methods=["nlft", "sft"], seeds=[0], epochs=1))
+        options = asdict(
+            ExperimentOptions(out="x", sizes=sizes, methods=["nlft", "sft"], seeds=[0], epochs=1)
+        )
         rows = [
             {"size": n, "method": m, "epoch": 1.0, "seeds": 1, "accuracy": [a], "mean": a, "sd": None, "base": base,
              "seconds_per_record_epoch": 0.1, "seconds_per_epoch": 0.1 * n, "peak_memory_mb": 800.0,
@@ -130,7 +149,9 @@ def test_results_of_two_folders_merge_into_one_experiment_and_other_pools_are_re
     small, large = results([25, 50]), results([200], out="elsewhere", device="cpu")
     options, rows = merge_results([large, small])
     assert options.sizes == [25, 50, 200] and options.methods == ["nlft", "sft"]
-    assert [(r["size"], r["method"]) for r in rows] == [(s, m) for s in (25, 50, 200) for m in ("nlft", "sft")]
+    assert [(r["size"], r["method"]) for r in rows] == [
+        (s, m) for s in (25, 50, 200) for m in ("nlft", "sft")
+    ]
     assert rows[-1]["accuracy"] == [0.3 + 0.2 + 0.01]  # the 200 sft row, untouched
     table = write_results(options, tmp_path, rows)["md"].read_text()
     assert "| 200 | sft | 1 | 51.0 |" in table and "| 25 | nlft | 1 | 32.5 |" in table
@@ -172,8 +193,16 @@ def test_the_length_reaches_every_training_run_and_fixes_the_pool(tmp_path, monk
 
     out = tmp_path / "exp"
     out.mkdir()
-    old = {"model": "nlft:mini", "task": "mini-math", "judge": "arithmetic", "pool_questions": 400, "ratio": "2:1"}
-    (out / "experiment.json").write_text(json.dumps({"fixed": old}))  # written before the setting existed: 160
+    old = {
+        "model": "nlft:mini",
+        "task": "mini-math",
+        "judge": "arithmetic",
+        "pool_questions": 400,
+        "ratio": "2:1",
+    }
+    (out / "experiment.json").write_text(
+        json.dumps({"fixed": old})
+    )  # written before the setting existed: 160
     _check_same_plan(out, ExperimentOptions(out=str(out)))
     with pytest.raises(ValueError, match=r"max_new_tokens 160 \(now 512\)"):
         _check_same_plan(out, ExperimentOptions(out=str(out), max_new_tokens=512))

@@ -9,12 +9,12 @@ from collections.abc import Callable, Sequence
 
 from . import __version__
 from .console import setup_logging
-from .evaluation import FEWSHOT_SAMPLERS, PROTOCOLS
-from .generation import BACKENDS
-from .gsm8k import RULES
-from .judging import JUDGE_BACKENDS
-from .modeling import DTYPES
-from .sources import IMPORT_SOURCES
+from .data.judging import JUDGE_BACKENDS
+from .data.sources import IMPORT_SOURCES
+from .evals.evaluation import FEWSHOT_SAMPLERS, PROTOCOLS
+from .models.generation import BACKENDS
+from .models.loading import DTYPES
+from .tasks.answers import RULES
 
 EPILOG = """\
 Typical path:
@@ -83,7 +83,7 @@ def _add(sub, name: str, help_text: str, description: str | None = None) -> argp
 
 
 def _data_build(args: argparse.Namespace) -> int:
-    from .builder import build_dataset
+    from .data.builder import build_dataset
 
     result = build_dataset(
         args.pool,
@@ -119,9 +119,9 @@ def _data_validate(args: argparse.Namespace) -> int:
 
 
 def _data_import(args: argparse.Namespace) -> int:
+    from .data.sources import from_mathcritique, from_mathdial, gold_records
     from .files import check_output_file
     from .jsonl import atomic_write_jsonl
-    from .sources import from_mathcritique, from_mathdial, gold_records
 
     check_output_file(args.out, inputs=(args.path,))
     if args.source in ("mathcritique", "mathdial") and not args.path:
@@ -140,9 +140,9 @@ def _data_import(args: argparse.Namespace) -> int:
 
 
 def _data_make(args: argparse.Namespace) -> int:
-    from .judging import JudgeOptions
-    from .pipeline import make_dataset
-    from .sampling import load_question_set
+    from .data.judging import JudgeOptions
+    from .data.pipeline import make_dataset
+    from .data.sampling import load_question_set
 
     questions = load_question_set(args.questions, split=args.split, limit=args.limit)
     judge = JudgeOptions(
@@ -351,7 +351,7 @@ def _model_options(
     model: str | None = None,
     adapter: str | None = None,
 ):
-    from .generation import BackendOptions
+    from .models.generation import BackendOptions
 
     get = lambda name: getattr(args, prefix + name)  # noqa: E731
     return BackendOptions(
@@ -417,7 +417,7 @@ def _add_judge_args(p: argparse.ArgumentParser, flag: str) -> None:
 
 
 def _sampling_settings(args: argparse.Namespace):
-    from .generation import SamplingSettings
+    from .models.generation import SamplingSettings
 
     return SamplingSettings(
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed
@@ -434,7 +434,7 @@ def _progress_enabled(args: argparse.Namespace) -> bool:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    from .sampling import run_sample
+    from .data.sampling import run_sample
 
     result = run_sample(
         args.questions,
@@ -484,7 +484,7 @@ def _register_sample(sub) -> None:
 
 
 def _judge(args: argparse.Namespace) -> int:
-    from .judging import JudgeOptions, run_judge
+    from .data.judging import JudgeOptions, run_judge
 
     options = JudgeOptions(
         backend=args.backend,
@@ -542,9 +542,9 @@ def _register_judge(sub) -> None:
 
 
 def run_train(argv: Sequence[str]) -> int:
-    from .config import parse_train_config
-    from .methods import get_method
-    from .train import train
+    from .train.config import parse_train_config
+    from .train.methods import get_method
+    from .train.run import train
 
     setup_logging()
     data, model, args, *settings = parse_train_config(list(argv))
@@ -611,8 +611,12 @@ def _register_demo(sub) -> None:
         "questions; a table, the weighting statistics, where the blamed tokens fall, a saliency report and a\n"
         "comparison plot are written. Nothing is downloaded.",
     )
-    p.add_argument("--out", default=str(d.out), help="demo folder (pool/, data/, nlft/, sft/, comparison/, ...)")
-    p.add_argument("--questions", type=POSITIVE, default=d.questions, help="train questions the model answers")
+    p.add_argument(
+        "--out", default=str(d.out), help="demo folder (pool/, data/, nlft/, sft/, comparison/, ...)"
+    )
+    p.add_argument(
+        "--questions", type=POSITIVE, default=d.questions, help="train questions the model answers"
+    )
     p.add_argument(
         "--test-questions", type=POSITIVE, default=d.test_questions, help="test questions to evaluate on"
     )
@@ -658,15 +662,16 @@ def _experiment(args: argparse.Namespace) -> int:
 
 
 def _register_experiment(sub) -> None:
+    from .data.judging import JUDGE_BACKENDS
     from .experiment import ExperimentOptions
-    from .judging import JUDGE_BACKENDS
-    from .methods import METHODS
-    from .modeling import DTYPES
+    from .models.loading import DTYPES
+    from .train.methods import METHODS
 
     d = ExperimentOptions(out="")
 
     def default(value) -> str:
         return f"(default: {' '.join(map(str, value)) if isinstance(value, list) else value})"
+
     p = _add(
         sub,
         "experiment",
@@ -689,18 +694,29 @@ def _register_experiment(sub) -> None:
                    help=f"the judge of wrong answers: the offline arithmetic checker, or a model (--judge-model) "
                         f"{default(d.judge)}")  # fmt: skip
     p.add_argument("--judge-model", help="openai: the model name (e.g. gpt-4o); hf: a hub id or folder")
-    p.add_argument("--judge-base-url", help="openai: the server (default: api.openai.com; key from $OPENAI_API_KEY)")
+    p.add_argument(
+        "--judge-base-url", help="openai: the server (default: api.openai.com; key from $OPENAI_API_KEY)"
+    )
     p.add_argument("--pool-questions", type=POSITIVE, help=default(d.pool_questions))
     p.add_argument("--sizes", type=POSITIVE, nargs="+", help=default(d.sizes))
-    p.add_argument("--ratio", help=f"correct:wrong of every subset (2:1 = the paper's 1:2 wrong:correct) {default(d.ratio)}")
+    p.add_argument(
+        "--ratio",
+        help=f"correct:wrong of every subset (2:1 = the paper's 1:2 wrong:correct) {default(d.ratio)}",
+    )
     p.add_argument("--methods", nargs="+", choices=list(METHODS), help=default(d.methods))
     p.add_argument("--seeds", type=int, nargs="+", help=default(d.seeds))
     p.add_argument("--epochs", type=POSITIVE, help=default(d.epochs))
     p.add_argument("--learning-rate", type=float, help=f"for every method {default(d.learning_rate)}")
     p.add_argument("--method-lr", nargs="*", metavar="METHOD=RATE", help="per-method learning rates")
     p.add_argument("--test-questions", type=POSITIVE, help=default(d.test_questions))
-    p.add_argument("--batch-size", type=POSITIVE, help=f"records per step, every method {default(d.batch_size)}")
-    p.add_argument("--generation-batch", type=POSITIVE, help=f"sampling and evaluation batch {default(d.generation_batch)}")
+    p.add_argument(
+        "--batch-size", type=POSITIVE, help=f"records per step, every method {default(d.batch_size)}"
+    )
+    p.add_argument(
+        "--generation-batch",
+        type=POSITIVE,
+        help=f"sampling and evaluation batch {default(d.generation_batch)}",
+    )
     p.add_argument("--max-new-tokens", type=POSITIVE,
                    help=f"of the pool's samples, the evaluations and GRPO's completions; 512 for GSM8K "
                         f"{default(d.max_new_tokens)}")  # fmt: skip
@@ -718,7 +734,7 @@ def _register_experiment(sub) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from .evaluation import EvalOptions, EvalSettings, run_eval
+    from .evals.evaluation import EvalOptions, EvalSettings, run_eval
 
     options = EvalOptions(
         model=args.model,
@@ -863,7 +879,7 @@ def _register_eval(sub) -> None:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from .compare import compare
+    from .evals.compare import compare
 
     paths = compare(
         args.runs,
@@ -910,7 +926,7 @@ def _register_compare(sub) -> None:
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from .merge import merge_adapter
+    from .train.merge import merge_adapter
 
     out = merge_adapter(
         args.model,
@@ -957,7 +973,7 @@ def _register_merge(sub) -> None:
 
 
 def _saliency(args: argparse.Namespace) -> int:
-    from .saliency import make_report
+    from .see.saliency import make_report
 
     setup_logging()
     report = make_report(
@@ -989,7 +1005,7 @@ def _setting_type(spec):
 
 def _scoring_arguments(p, *, limit: int | None) -> None:
     """The flags of scoring records with a model (nlft saliency, nlft locate): saliency.score_data's."""
-    from .weighting import WeightingConfig
+    from .method.weighting import WeightingConfig
 
     p.add_argument(
         "--data", help="records (.jsonl/.json/HF dataset, or nlft:sample); default: the run's data"
@@ -1048,7 +1064,7 @@ def _scoring_arguments(p, *, limit: int | None) -> None:
 
 
 def _scoring_options(args: argparse.Namespace) -> dict:
-    from .weighting import WeightingConfig
+    from .method.weighting import WeightingConfig
 
     return dict(
         data=args.data,
@@ -1068,7 +1084,7 @@ def _scoring_options(args: argparse.Namespace) -> dict:
 
 
 def _locate(args: argparse.Namespace) -> int:
-    from .saliency import locate
+    from .see.saliency import locate
 
     setup_logging()
     result = locate(args.model, out=args.out, **_scoring_options(args))
@@ -1094,7 +1110,9 @@ def _register_locate(sub) -> None:
         "  nlft locate --model meta-llama/Meta-Llama-3-8B-Instruct --data nlft:sample --out locate.json",
     )
     p.add_argument(
-        "--model", required=True, help="hub id, model folder, LoRA adapter folder or run folder (its final adapter)"
+        "--model",
+        required=True,
+        help="hub id, model folder, LoRA adapter folder or run folder (its final adapter)",
     )
     p.add_argument("--out", default=None, help="also write the figures and every record's as JSON here")
     _scoring_arguments(p, limit=None)
@@ -1131,7 +1149,7 @@ def _register_saliency(sub) -> None:
 
 
 def _studio(args: argparse.Namespace) -> int:
-    from .studio import serve
+    from .see.studio import serve
 
     setup_logging()
     return serve(args.run_dir, host=args.host, port=args.port, open_browser=args.open)

@@ -76,7 +76,9 @@ class DemoOptions:
         for name in ("questions", "test_questions", "epochs", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be a whole number of at least 1, got {value!r}")
+                raise ValueError(
+                    f"--{name.replace('_', '-')} must be a whole number of at least 1, got {value!r}"
+                )
         if not self.learning_rate > 0:
             raise ValueError(f"--learning-rate must be more than 0, got {self.learning_rate!r}")
 
@@ -106,7 +108,13 @@ def _train_args(method: str, data: Path, out: Path, o: DemoOptions) -> list[str]
 
 def weighting_stats(history: list[dict]) -> dict[str, float]:
     """Means over the logged steps of the weighting statistics NLFT logs (steps without a kind are left out)."""
-    keys = ("salient_fraction", "blamed_fraction", "cluster_fraction", "mean_weight_correct", "mean_weight_incorrect")
+    keys = (
+        "salient_fraction",
+        "blamed_fraction",
+        "cluster_fraction",
+        "mean_weight_correct",
+        "mean_weight_incorrect",
+    )
     out = {}
     for key in keys:
         values = [h[key] for h in history if key in h and "loss" in h]
@@ -127,19 +135,19 @@ def _stage(title: str, started: float) -> None:
 
 def run_demo(options: DemoOptions | None = None, **kwargs) -> int:
     """Run the demo (``DemoOptions``, or its fields as keywords); returns the exit status."""
-    from .builder import build_dataset
-    from .compare import compare
-    from .config import parse_train_args
-    from .evaluation import EvalOptions, EvalSettings, data_name, run_eval
-    from .generation import BackendOptions, SamplingSettings
-    from .judging import JudgeOptions
-    from .localization import localize
-    from .pipeline import sample_and_judge
+    from .data.builder import build_dataset
+    from .data.judging import JudgeOptions
+    from .data.pipeline import sample_and_judge
+    from .evals.compare import compare
+    from .evals.evaluation import EvalOptions, EvalSettings, data_name, run_eval
+    from .models.generation import BackendOptions, SamplingSettings
     from .records import load_records
-    from .saliency import score_data, write_report
-    from .snapshots import list_snapshots
+    from .see.localization import localize
+    from .see.saliency import score_data, write_report
     from .tasks import get_task
-    from .train import train
+    from .train.config import parse_train_args
+    from .train.run import train
+    from .train.snapshots import list_snapshots
 
     o = options or DemoOptions(**kwargs)
     out = Path(o.out)
@@ -147,7 +155,10 @@ def run_demo(options: DemoOptions | None = None, **kwargs) -> int:
     started = time.time()
     print(f"nlft demo: {MODEL} on the {TASK} world -> {out}")
 
-    _stage(f"1. data: {MODEL} answers {o.questions} train questions; the arithmetic judge judges the wrong ones", started)
+    _stage(
+        f"1. data: {MODEL} answers {o.questions} train questions; the arithmetic judge judges the wrong ones",
+        started,
+    )
     task = get_task(TASK)
     pool = out / "pool"
     sampled, judged = sample_and_judge(
@@ -190,7 +201,10 @@ def run_demo(options: DemoOptions | None = None, **kwargs) -> int:
         )
     name = data_name(test)
     paths = compare(
-        [results["nlft"].run_dir, results["sft"].run_dir], out / "comparison", data=test, labels=["NLFT", "SFT"]
+        [results["nlft"].run_dir, results["sft"].run_dir],
+        out / "comparison",
+        data=test,
+        labels=["NLFT", "SFT"],
     )
 
     _stage("4. see: where the blamed tokens fall, and the saliency report", started)
@@ -205,10 +219,14 @@ def run_demo(options: DemoOptions | None = None, **kwargs) -> int:
     (out / "locate.json").write_text(json.dumps(located.summary(), indent=1) + "\n", encoding="utf-8")
     # The report shows the wrong records first: they carry the blamed tokens.
     order = sorted(scored.records, key=lambda r: r.id not in set(wrong_ids))[:12]
-    report = write_report(out / "saliency.html", scored, records=order, title=f"NLFT saliency: {MODEL}, demo records")
+    report = write_report(
+        out / "saliency.html", scored, records=order, title=f"NLFT saliency: {MODEL}, demo records"
+    )
 
     base_acc, n_test = _accuracy(results["nlft"].run_dir, name, "base")
-    rows = [("base", base_acc)] + [(m.upper(), _accuracy(results[m].run_dir, name)[0]) for m in ("nlft", "sft")]
+    rows = [("base", base_acc)] + [
+        (m.upper(), _accuracy(results[m].run_dir, name)[0]) for m in ("nlft", "sft")
+    ]
     stats = weighting_stats(results["nlft"].log_history)
     seconds = time.time() - started
     print(f"\nnlft demo finished in {seconds:.0f}s\n")
@@ -219,18 +237,26 @@ def run_demo(options: DemoOptions | None = None, **kwargs) -> int:
     for label, acc in rows:
         print(f"  | {label} | {100 * acc:.1f}% |")
     se = 100 * (base_acc * (1 - base_acc) / n_test) ** 0.5
-    print(f"  (one run, one seed: a difference under ~{2 * se:.0f} points is within noise; `nlft experiment` runs seeds)")
+    print(
+        f"  (one run, one seed: a difference under ~{2 * se:.0f} points is within noise; `nlft experiment` runs seeds)"
+    )
     print("\n  NLFT weighting during training (mean over logged steps):")
     print(f"    correct records: {100 * stats.get('salient_fraction', 0):.1f}% of tokens confirmed (salient), "
           f"mean weight {stats.get('mean_weight_correct', 0):.3f}")  # fmt: skip
     print(f"    wrong records:   {100 * stats.get('blamed_fraction', 0):.1f}% of tokens blamed, "
           f"mean weight {stats.get('mean_weight_incorrect', 0):.3f}")  # fmt: skip
-    print(f"    clusters (salient or blamed tokens widened into phrases): {100 * stats.get('cluster_fraction', 0):.1f}% of tokens")
-    print("  Where the blamed tokens fall (the base model on the wrong records; the step each judgment names):")
+    print(
+        f"    clusters (salient or blamed tokens widened into phrases): {100 * stats.get('cluster_fraction', 0):.1f}% of tokens"
+    )
+    print(
+        "  Where the blamed tokens fall (the base model on the wrong records; the step each judgment names):"
+    )
     for line in located.lines():
         print(f"    {line}")
     snapshots = len(list_snapshots(results["nlft"].run_dir))
-    print(f"\n  runs        {results['nlft'].run_dir}/  {results['sft'].run_dir}/  (adapter/, epochs/, eval/, logs/)")
+    print(
+        f"\n  runs        {results['nlft'].run_dir}/  {results['sft'].run_dir}/  (adapter/, epochs/, eval/, logs/)"
+    )
     print(f"  comparison  {paths['md']}  {paths['png']}")
     print(f"  saliency    {report.path}  (wrong records first: blamed tokens in red)")
     print(f"  TensorBoard tensorboard --logdir {out}")

@@ -39,7 +39,11 @@ def check_launch(train_cfg, *, use_peft: bool) -> None:
 
         if importlib.util.find_spec("deepspeed") is None:
             raise RuntimeError("DeepSpeed was asked for, but it is not installed: pip install deepspeed")
-    if os.environ.get("ACCELERATE_DYNAMO_BACKEND") is not None and world == 1 and "LOCAL_RANK" not in os.environ:
+    if (
+        os.environ.get("ACCELERATE_DYNAMO_BACKEND") is not None
+        and world == 1
+        and "LOCAL_RANK" not in os.environ
+    ):
         logger.warning(
             "accelerate launch started this as a single process. If your accelerate config asks for several "
             "(distributed_type MULTI_CPU needs mpirun; use --multi_gpu --num_processes N for a gloo group on CPU), "
@@ -73,7 +77,9 @@ def check_engine_in_effect(trainer) -> None:
     if state is None:
         return
     if _env_true("ACCELERATE_USE_FSDP") and not getattr(trainer, "is_fsdp_enabled", False):
-        raise RuntimeError("FSDP was configured but accelerate did not enable it (no GPU?): refusing to train with DDP")
+        raise RuntimeError(
+            "FSDP was configured but accelerate did not enable it (no GPU?): refusing to train with DDP"
+        )
     if _env_true("ACCELERATE_USE_DEEPSPEED") and not getattr(trainer, "is_deepspeed_enabled", False):
         raise RuntimeError("DeepSpeed was configured but accelerate did not enable it")
 

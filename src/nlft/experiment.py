@@ -28,9 +28,13 @@ class ExperimentOptions:
     out: str
     model: str = "nlft:mini"
     task: str = "mini-math"
-    judge: str = "arithmetic"  # or a model judge: "openai" (any OpenAI-compatible server) or "hf" (a local model)
+    judge: str = (
+        "arithmetic"  # or a model judge: "openai" (any OpenAI-compatible server) or "hf" (a local model)
+    )
     judge_model: str | None = None  # the judge model's name (openai) or hub id / folder (hf)
-    judge_base_url: str | None = None  # openai: the server, e.g. http://localhost:8000/v1 (key from $OPENAI_API_KEY)
+    judge_base_url: str | None = (
+        None  # openai: the server, e.g. http://localhost:8000/v1 (key from $OPENAI_API_KEY)
+    )
     pool_questions: int = 400  # train questions the model answers once; the subsets come from these
     sizes: list[int] = field(default_factory=lambda: [25, 50, 100])
     ratio: str = "2:1"  # correct:wrong (the paper's 1:2 wrong:correct)
@@ -52,23 +56,34 @@ class ExperimentOptions:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        from .builder import parse_ratio
-        from .methods import METHODS
+        from .data.builder import parse_ratio
+        from .train.methods import METHODS
 
         parse_ratio(self.ratio)
-        from .judging import JUDGE_BACKENDS
+        from .data.judging import JUDGE_BACKENDS
 
         if self.judge not in JUDGE_BACKENDS:
             raise ValueError(f"--judge must be one of {', '.join(JUDGE_BACKENDS)}, not {self.judge!r}")
         if self.judge != "arithmetic" and not self.judge_model:
-            raise ValueError(f"--judge {self.judge} needs --judge-model (the model that writes the judgments)")
+            raise ValueError(
+                f"--judge {self.judge} needs --judge-model (the model that writes the judgments)"
+            )
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
             raise ValueError(f"--methods: unknown {', '.join(unknown)} (choose from {', '.join(METHODS)})")
-        for name in ("pool_questions", "epochs", "test_questions", "batch_size", "generation_batch", "max_new_tokens"):
+        for name in (
+            "pool_questions",
+            "epochs",
+            "test_questions",
+            "batch_size",
+            "generation_batch",
+            "max_new_tokens",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be a whole number of at least 1, got {value!r}")
+                raise ValueError(
+                    f"--{name.replace('_', '-')} must be a whole number of at least 1, got {value!r}"
+                )
         if not self.sizes or any(s < 3 for s in self.sizes):
             raise ValueError(f"--sizes must be record counts of at least 3, got {self.sizes}")
         if len(set(self.seeds)) != len(self.seeds) or not self.seeds:
@@ -94,9 +109,12 @@ def read_experiment_config(path: str) -> dict[str, Any]:
     known = {f.name for f in dataclasses.fields(ExperimentOptions)}
     unknown = sorted(str(k) for k in data if k not in known)
     if unknown:
-        raise ValueError(f"{path}: unknown setting(s) {', '.join(unknown)} (settings: {', '.join(sorted(known))})")
+        raise ValueError(
+            f"{path}: unknown setting(s) {', '.join(unknown)} (settings: {', '.join(sorted(known))})"
+        )
     if "train_args" in data and not (
-        isinstance(data["train_args"], list) and all(isinstance(a, (str, int, float)) for a in data["train_args"])
+        isinstance(data["train_args"], list)
+        and all(isinstance(a, (str, int, float)) for a in data["train_args"])
     ):
         raise ValueError(f"{path}: train_args must be a list of `nlft train` flags and values")
     if "train_args" in data:
@@ -214,15 +232,17 @@ def _check_same_plan(out: Path, o: ExperimentOptions) -> None:
                 + "; use another --out"
             )
     elif any(out.iterdir()):
-        raise FileExistsError(f"--out {out}: exists, holds files, and is no experiment folder; name a new folder")
+        raise FileExistsError(
+            f"--out {out}: exists, holds files, and is no experiment folder; name a new folder"
+        )
     atomic_write_text(path, json.dumps({"fixed": fixed, "last_options": asdict(o)}, indent=1) + "\n")
 
 
 def _data(o: ExperimentOptions, out: Path) -> dict[int, list]:
-    from .builder import parse_ratio
-    from .generation import BackendOptions, SamplingSettings
-    from .judging import JudgeOptions
-    from .pipeline import sample_and_judge
+    from .data.builder import parse_ratio
+    from .data.judging import JudgeOptions
+    from .data.pipeline import sample_and_judge
+    from .models.generation import BackendOptions, SamplingSettings
     from .records import load_records
     from .tasks import get_task
 
@@ -239,7 +259,9 @@ def _data(o: ExperimentOptions, out: Path) -> dict[int, list]:
             o.judge,
             model=None
             if o.judge == "arithmetic"
-            else BackendOptions(model=o.judge_model, base_url=o.judge_base_url, dtype=o.dtype, device=o.device),
+            else BackendOptions(
+                model=o.judge_model, base_url=o.judge_base_url, dtype=o.dtype, device=o.device
+            ),
         ),
         progress=o.progress,
     )
@@ -286,12 +308,16 @@ def _train_cell(o: ExperimentOptions, out: Path, cell: Cell, records: list) -> N
     ]  # fmt: skip
     code = subprocess.call([sys.executable, "-m", "nlft", "train", *args])
     if code != 0:
-        raise RuntimeError(f"{cell.name}: nlft train exited with status {code} (its messages are above; rerun to resume)")
+        raise RuntimeError(
+            f"{cell.name}: nlft train exited with status {code} (its messages are above; rerun to resume)"
+        )
 
 
-def _evaluate(o: ExperimentOptions, target: Path, *, all_checkpoints: bool = False, model: str | None = None) -> None:
-    from .evaluation import EvalOptions, EvalSettings, run_eval
-    from .generation import BackendOptions
+def _evaluate(
+    o: ExperimentOptions, target: Path, *, all_checkpoints: bool = False, model: str | None = None
+) -> None:
+    from .evals.evaluation import EvalOptions, EvalSettings, run_eval
+    from .models.generation import BackendOptions
 
     run_eval(
         EvalOptions(
@@ -308,7 +334,7 @@ def _evaluate(o: ExperimentOptions, target: Path, *, all_checkpoints: bool = Fal
 
 def collect(o: ExperimentOptions, out: Path) -> list[dict[str, Any]]:
     """One row per (size, method, epoch): accuracy (authors' rule) of each seed, mean, sd, and the cost."""
-    from .compare import load_curve
+    from .evals.compare import load_curve
 
     base = json.loads((out / "base" / "summary.json").read_text(encoding="utf-8"))["accuracy"]["authors"]
     by_key: dict[tuple[int, str, float], list[float]] = {}
@@ -327,7 +353,8 @@ def collect(o: ExperimentOptions, out: Path) -> list[dict[str, Any]]:
                     "seconds_per_record_epoch": seconds / (cell.size * o.epochs),
                     "seconds_per_epoch": seconds / o.epochs,
                     "peak_memory_mb": info.get("peak_memory_mb"),
-                    "tokens_generated_per_record_epoch": info.get("tokens_generated", 0) / (cell.size * o.epochs),
+                    "tokens_generated_per_record_epoch": info.get("tokens_generated", 0)
+                    / (cell.size * o.epochs),
                 }
             )
     rows = []
@@ -348,7 +375,12 @@ def collect(o: ExperimentOptions, out: Path) -> list[dict[str, Any]]:
     return rows
 
 
-COST_KEYS = ("seconds_per_record_epoch", "seconds_per_epoch", "peak_memory_mb", "tokens_generated_per_record_epoch")
+COST_KEYS = (
+    "seconds_per_record_epoch",
+    "seconds_per_epoch",
+    "peak_memory_mb",
+    "tokens_generated_per_record_epoch",
+)
 
 
 def _mean_costs(runs: list[dict[str, Any]]) -> dict[str, float | None]:
@@ -363,7 +395,9 @@ def _mean_costs(runs: list[dict[str, Any]]) -> dict[str, float | None]:
 PAPER_RATIOS = {"seconds_per_epoch": 0.22, "peak_memory_mb": 0.08}
 
 
-def cost_ratios(rows: list[dict[str, Any]], method: str = "nlft", against: str = "grpo") -> list[dict[str, Any]]:
+def cost_ratios(
+    rows: list[dict[str, Any]], method: str = "nlft", against: str = "grpo"
+) -> list[dict[str, Any]]:
     """Per size: ``method``'s training time per epoch and peak memory as fractions of ``against``'s (last epoch)."""
     final = final_epoch_rows(rows)
     out = []
@@ -416,10 +450,13 @@ def write_results(o: ExperimentOptions, out: Path, rows: list[dict[str, Any]]) -
             "| records | time per epoch | peak memory |",
             "|---:|---:|---:|",
         ]
-        lines += [f"| {r['size']} | {fmt(r['seconds_per_epoch'])} | {fmt(r['peak_memory_mb'])} |" for r in ratios]
+        lines += [
+            f"| {r['size']} | {fmt(r['seconds_per_epoch'])} | {fmt(r['peak_memory_mb'])} |" for r in ratios
+        ]
     paths = {k: out / f"results.{k}" for k in ("md", "csv", "json")}
     paths["png"] = out / "plot.png"
     atomic_write_text(paths["md"], "\n".join(lines) + "\n")
+
     def num(x):
         return "" if x is None else f"{x:.4f}"
 
@@ -432,8 +469,11 @@ def write_results(o: ExperimentOptions, out: Path, rows: list[dict[str, Any]]) -
     atomic_write_text(paths["csv"], "\n".join(csv) + "\n")
     atomic_write_text(
         paths["json"],
-        json.dumps({"options": asdict(o), "rows": rows, "cost_ratios": ratios, "paper_ratios": PAPER_RATIOS},
-                   indent=1) + "\n",  # fmt: skip
+        json.dumps(
+            {"options": asdict(o), "rows": rows, "cost_ratios": ratios, "paper_ratios": PAPER_RATIOS},
+            indent=1,
+        )
+        + "\n",  # fmt: skip
     )
     atomic_write_bytes(paths["png"], plot_png(o, rows))
     return paths
@@ -465,11 +505,15 @@ def merge_results(results: list[dict[str, Any]]) -> tuple[ExperimentOptions, lis
             raise ValueError(f"input {i}: settings other than input 1's: {', '.join(differ)}")
         scored = {r["base"] for r in data["rows"]}
         if scored - {base}:
-            raise ValueError(f"input {i}: the base model scored {sorted(scored)}, in input 1 {base}: another pool")
+            raise ValueError(
+                f"input {i}: the base model scored {sorted(scored)}, in input 1 {base}: another pool"
+            )
         for r in data["rows"]:
             key = (r["size"], r["method"], r["epoch"])
             if key in rows:
-                raise ValueError(f"input {i}: size {key[0]}, {key[1]}, epoch {key[2]:g} is in an earlier input too")
+                raise ValueError(
+                    f"input {i}: size {key[0]}, {key[1]}, epoch {key[2]:g} is in an earlier input too"
+                )
             rows[key] = r
     options = {k: v for k, v in first.items() if k in ExperimentOptions.__dataclass_fields__}
     options.update(sizes=sorted({size for size, _, _ in rows}), out="(merged)", dry_run=False)

@@ -6,7 +6,7 @@ own synthetic world of grade-school word problems, ``tasks/mini_math.py``). ``nl
 ``nlft data make`` and ``nlft data import gold`` accept a task by name; a third task is one new module here with a
 ``Task`` subclass, registered in ``TASKS``.
 
-Both tasks grade the GSM8K way (``#### N``, by the rules of ``nlft.gsm8k``); a task with another answer format
+Both tasks grade the GSM8K way (``#### N``, by the rules of ``nlft.tasks.answers``); a task with another answer format
 overrides ``gold`` and ``grade``.
 """
 
@@ -43,7 +43,7 @@ def get_task(spec: str | os.PathLike, *, gsm8k_dir: str | os.PathLike | None = N
     registry = _registry()
     text = str(spec)
     if text == SAMPLE_QUESTIONS_SPEC:
-        from ..tiny import SAMPLE_GSM8K_TEST
+        from .gsm8k import SAMPLE_GSM8K_TEST
 
         return GSM8KTask(SAMPLE_GSM8K_TEST)
     if text == GSM8KTask.name:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from ..gsm8k import Grade, grade, question_gold
 from ..records import Question
+from .answers import Grade, grade, question_gold
 
 
 class Task:

@@ -3,8 +3,8 @@
 A problem follows one person's collection of things through 1-4 calculation steps (``+ - * /``): buying more,
 giving some away, buying packs of several, doubling, halving, sharing into equal boxes. Several phrasings per
 step, 30 names, 20 kinds of object. Solutions are written the GSM8K way — one line per step with a calculator
-annotation ``<<a+b=c>>``, then ``#### N`` — so that the grading rules of ``nlft.gsm8k`` and the arithmetic judge
-of ``nlft.arithmetic`` work on them unchanged.
+annotation ``<<a+b=c>>``, then ``#### N`` — so that the grading rules of ``nlft.tasks.answers`` and the arithmetic judge
+of ``nlft.data.arithmetic`` work on them unchanged.
 
 Splits are fixed: problem ``i`` of a split is drawn from its own generator, seeded by the split's name and ``i``
 (Python's string seeding, stable across versions), and the ``train`` split never holds a question of the ``test``

@@ -1,0 +1,943 @@
+"""``nlft eval``: GSM8K accuracy of a model, a LoRA adapter or every per-epoch checkpoint of a run.
+
+Two protocols:
+
+* ``paper`` (docs/method.md section 8): the X_base prompt NLFT trains on (the template set's math system prompt as
+  the system message, the question as the user message) through the tokenizer's chat template, zero-shot;
+  generation ends at EOS; 512 new tokens.
+* ``lm-eval``: lm-eval's ``gsm8k`` task (version 3.0), byte for byte. The prompt is ``k`` exemplars
+  ``"Question: {question}\\nAnswer: {solution}\\n\\n"`` from the train split followed by
+  ``"Question: {question}\\nAnswer:"``; generation stops at ``Question:``, ``</s>`` or ``<|im_end|>``; 256 new
+  tokens (lm-eval's ``max_gen_toks``). Exemplars are drawn as lm-eval's default sampler draws them: one
+  ``random.Random(1234)`` for the whole run and ``rnd.sample(train, k)`` for each evaluated question in
+  order, so the i-th prompt is the one ``lm_eval --tasks gsm8k`` builds for the i-th test question (also
+  under ``--limit``). ``fewshot_sampler="first"`` uses the first ``k`` exemplars for every question instead
+  (lm-eval's ``first_n``). When the exemplars come from the very split being evaluated, the question itself
+  is never its own exemplar (lm-eval draws ``k + 1`` and drops it).
+
+Every response is graded by the three rules of ``nlft.tasks.answers`` (``strict``, ``flexible``, ``authors``).
+
+Results go to one folder: ``items.jsonl`` (one line per question and seed, written and fsynced as each
+response arrives, through ``AppendLog``), ``settings.json`` (what the results depend on; a rerun with other
+settings is refused rather than mixed in) and ``summary.json``. A rerun of the same command skips what is
+done, so a killed evaluation loses at most the batch in flight. With several seeds (sampling only) each seed
+samples every question once and the summary reports each seed's accuracy and their mean and spread.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import statistics
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..jsonl import AppendLog, atomic_write_json
+from ..models.generation import BackendOptions, Completion, Request, SamplingSettings, make_backend
+from ..models.loading import free_accelerator_memory
+from ..prompts import TemplateSet
+from ..records import Problem, Question, Record, iter_rows, validate_question
+from ..runs import EVAL_DIR, Checkpoint, Run
+from ..tasks.answers import LM_EVAL_RULES, RULES, grade, question_gold
+from ..tasks.gsm8k import HUB_ID, load_gsm8k
+
+PROTOCOLS = ("paper", "lm-eval")
+FEWSHOT_SAMPLERS = ("lm-eval", "first")
+ITEMS_FILE = "items.jsonl"
+SUMMARY_FILE = "summary.json"
+SETTINGS_FILE = "settings.json"
+
+# lm-eval's gsm8k task, version 3.0 (lm_eval/tasks/gsm8k/gsm8k.yaml) and its defaults.
+LM_EVAL_STOP = ("Question:", "</s>", "<|im_end|>")
+LM_EVAL_FEWSHOT_SEED = 1234
+LM_EVAL_MAX_NEW_TOKENS = 256
+PAPER_MAX_NEW_TOKENS = 512
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EvalData:
+    """An ordered question set with gold answers. ``name`` is what result folders are named after."""
+
+    spec: str
+    name: str
+    questions: list[Question]
+
+
+def _gold_or_none(question: Question) -> str | None:
+    try:
+        return question_gold(question)
+    except ValueError:
+        return None
+
+
+def _gold_text(question: Question) -> str:
+    """What answers are graded against: the solution itself where it has ``#### N`` (lm-eval compares with the
+    text after its last ``#### ``), else the gold number."""
+    ref = question.reference
+    return ref if ref is not None and "####" in ref else str(question_gold(question))
+
+
+def load_question_file(path: str | Path, *, need: str = "gold") -> list[Question]:
+    """A question file (JSON/JSONL/HF dataset) whose every row has what evaluation needs: a gold answer
+    (``need="gold"``) or a worked solution to show as an exemplar (``need="solution"``).
+    Every bad row is reported at once, with file, line and field."""
+    from ..records import RecordError, _collect
+
+    def validate(row):
+        question, problems = validate_question(row)
+        if question is None:
+            return None, problems
+        field_name = next((n for n in ("reference", "answer") if n in row.data), "answer")
+        if need == "gold" and _gold_or_none(question) is None:
+            what = (
+                "missing" if question.reference is None else f"no number in it ({question.reference[-40:]!r})"
+            )
+            hint = "a number, or a solution ending in '#### <number>'"
+            return None, [
+                Problem(
+                    row.source,
+                    row.location,
+                    field_name,
+                    f"{what}; the gold answer must be {hint}",
+                    question.id,
+                )
+            ]
+        if need == "solution" and question.reference is None:
+            return None, [
+                Problem(
+                    row.source,
+                    row.location,
+                    field_name,
+                    "missing; a few-shot exemplar needs its worked answer",
+                    question.id,
+                )
+            ]
+        return question, []
+
+    try:
+        return list(
+            _collect(iter_rows(path), validate, skip_invalid=False, what="questions", source=str(path))
+        )
+    except RecordError as exc:
+        # Bad evaluation data is never skipped silently: accuracy over a silently smaller set is misleading.
+        raise RecordError(exc.problems, hint="Fix the questions above; evaluation needs every one.") from None
+
+
+from ..tasks import SAMPLE_QUESTIONS_SPEC, get_task, task_names  # noqa: E402 - the bundled GSM8K test questions
+
+
+def data_name(spec: str) -> str:
+    """The data part of result folder names: ``gsm8k:test`` -> ``test``, ``dir/q.jsonl`` -> ``q``."""
+    if spec == SAMPLE_QUESTIONS_SPEC:
+        return "sample"
+    if spec.startswith("gsm8k:"):
+        return spec.split(":", 1)[1]
+    task, _, split = spec.partition(":")
+    if split and task in task_names():
+        return f"{task}-{split}"
+    path = Path(spec)
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", path.stem if path.suffix else path.name) or "data"
+
+
+def load_eval_data(spec: str, gsm8k_dir: str | Path | None = None, *, need: str = "gold") -> EvalData:
+    """``gsm8k:<split>`` (from ``gsm8k_dir``, a folder of ``<split>.jsonl``, or the hub's ``openai/gsm8k``),
+    ``<task>:<split>`` for the other tasks (``mini-math:test``, ``nlft.tasks``), ``nlft:sample`` (50 GSM8K test questions shipped in the package) or a question file."""
+    if spec == SAMPLE_QUESTIONS_SPEC:
+        from ..tasks.gsm8k import SAMPLE_GSM8K_TEST
+
+        return EvalData(spec, data_name(spec), load_gsm8k("test", SAMPLE_GSM8K_TEST))
+    if spec.startswith("gsm8k:"):
+        split = spec.split(":", 1)[1]
+        if not split:
+            raise ValueError(f"--data {spec}: name a split, e.g. gsm8k:test")
+        try:
+            return EvalData(spec, data_name(spec), load_gsm8k(split, gsm8k_dir))
+        except ConnectionError as exc:
+            raise FileNotFoundError(
+                f"--data {spec}: could not fetch {HUB_ID} ({exc}); pass --gsm8k-dir, a folder with {split}.jsonl"
+            ) from None
+    task_name, _, split = spec.partition(":")
+    if split and task_name in task_names():  # another task's split, e.g. mini-math:test
+        task = get_task(task_name)
+        task.check_split(split)
+        return EvalData(spec, data_name(spec), task.load(split))
+    path = Path(spec)
+    if not path.exists() and "/" in spec and not spec.endswith((".json", ".jsonl")):
+        questions = load_question_file(spec, need=need)  # a hub dataset id
+    elif not path.exists():
+        raise FileNotFoundError(f"--data {spec}: no such file (use gsm8k:<split> for GSM8K)")
+    else:
+        questions = load_question_file(path, need=need)
+    return EvalData(spec, data_name(spec), questions)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Protocols: questions -> requests
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Prompted:
+    """One question made into a request (without a seed yet), and what the per-item results should remember."""
+
+    question: Question
+    request: Request
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class PaperProtocol:
+    """Zero-shot, chat template, the template set's system prompt: exactly the X_base prompt of training."""
+
+    name = "paper"
+    stop: tuple[str, ...] = ()
+    max_new_tokens = PAPER_MAX_NEW_TOKENS
+
+    def __init__(self, templates: str | Path | TemplateSet | None = "math"):
+        self.templates = TemplateSet.load(templates)
+
+    def messages(self, question: Question) -> list[dict[str, str]]:
+        as_record = Record(
+            id=question.id,
+            question=question.question,
+            response="",
+            reference=question.reference,
+            system=question.system,
+        )
+        return self.templates.chat("base", as_record)
+
+    def build(self, questions: Sequence[Question]) -> list[Prompted]:
+        return [Prompted(q, Request(q.id, messages=self.messages(q))) for q in questions]
+
+    def fingerprint(self) -> dict[str, Any]:
+        # The wording itself, not just the set's name: an edited template file must not resume old results.
+        base = self.templates.base
+        return {
+            "protocol": self.name,
+            "templates": self.templates.name,
+            "prompt": {"system": self.templates.system, "base": [base.system, base.user]},
+        }
+
+
+class LmEvalProtocol:
+    """lm-eval's gsm8k task: k-shot "Question: ...\\nAnswer:" prompts with its exemplar sampling (module docstring)."""
+
+    name = "lm-eval"
+    stop = LM_EVAL_STOP
+    max_new_tokens = LM_EVAL_MAX_NEW_TOKENS
+
+    def __init__(
+        self,
+        exemplars: Sequence[Question],
+        num_fewshot: int = 5,
+        *,
+        sampler: str = "lm-eval",
+        seed: int = LM_EVAL_FEWSHOT_SEED,
+        exclude_self: bool = False,
+        source: str = "gsm8k:train",
+    ):
+        if sampler not in FEWSHOT_SAMPLERS:
+            raise ValueError(f"few-shot sampler '{sampler}': choose from {', '.join(FEWSHOT_SAMPLERS)}")
+        if num_fewshot < 0:
+            raise ValueError(f"--num-fewshot must be 0 or more, got {num_fewshot}")
+        need = num_fewshot + (1 if exclude_self else 0)
+        if num_fewshot and len(exemplars) < need:
+            raise ValueError(
+                f"{num_fewshot}-shot prompts need {need} exemplars; {source} has {len(exemplars)}"
+            )
+        missing = [q.id for q in exemplars if q.reference is None]
+        if num_fewshot and missing:
+            raise ValueError(
+                f"few-shot exemplars need worked answers; {source} has none for {', '.join(missing[:5])}"
+            )
+        self.exemplars = list(exemplars)
+        self.num_fewshot = num_fewshot
+        self.sampler = sampler
+        self.seed = seed
+        self.exclude_self = exclude_self
+        self.source = source
+
+    @staticmethod
+    def turn(question: str, answer: str | None = None) -> str:
+        """One lm-eval turn: ``doc_to_text``, then the target delimiter, target and few-shot delimiter."""
+        text = f"Question: {question}\nAnswer:"
+        return text if answer is None else f"{text} {answer}\n\n"
+
+    def _shots(self, rnd: random.Random, question: Question) -> list[Question]:
+        k = self.num_fewshot
+        if k == 0:
+            return []
+        if self.sampler == "first":
+            pool = (
+                [x for x in self.exemplars if x.question != question.question]
+                if self.exclude_self
+                else self.exemplars
+            )
+            return pool[:k]
+        if not self.exclude_self:
+            return rnd.sample(self.exemplars, k)
+        # As lm-eval does when the exemplars come from the evaluated split: draw one more, drop the question itself.
+        return [x for x in rnd.sample(self.exemplars, k + 1) if x.question != question.question][:k]
+
+    def build(self, questions: Sequence[Question]) -> list[Prompted]:
+        # One generator for the whole ordered set, as in lm-eval: prompt i depends on the draws for 0..i-1.
+        rnd = random.Random(self.seed)
+        out = []
+        for q in questions:
+            shots = self._shots(rnd, q)
+            text = "".join(self.turn(s.question, s.reference) for s in shots) + self.turn(q.question)
+            out.append(Prompted(q, Request(q.id, text=text), {"fewshot_ids": [s.id for s in shots]}))
+        return out
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {
+            "protocol": self.name,
+            "num_fewshot": self.num_fewshot,
+            "fewshot_sampler": self.sampler,
+            "fewshot_seed": self.seed,
+            "fewshot_data": self.source,
+        }
+
+
+def make_protocol(
+    name: str,
+    *,
+    templates: str | Path | TemplateSet | None = "math",
+    data: EvalData | None = None,
+    num_fewshot: int = 5,
+    fewshot_data: str = "gsm8k:train",
+    fewshot_sampler: str = "lm-eval",
+    fewshot_seed: int = LM_EVAL_FEWSHOT_SEED,
+    gsm8k_dir: str | Path | None = None,
+):
+    if name == "paper":
+        return PaperProtocol(templates)
+    if name == "lm-eval":
+        exemplars = load_eval_data(fewshot_data, gsm8k_dir, need="solution").questions if num_fewshot else []
+        same = data is not None and data.spec == fewshot_data
+        return LmEvalProtocol(
+            exemplars,
+            num_fewshot,
+            sampler=fewshot_sampler,
+            seed=fewshot_seed,
+            exclude_self=same,
+            source=fewshot_data,
+        )
+    raise ValueError(f"protocol '{name}': choose from {', '.join(PROTOCOLS)}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Scoring and summaries
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def item_key(question_id: str, seed: int | None) -> str:
+    return question_id if seed is None else f"{question_id}@seed{seed}"
+
+
+def score_row(prompted: Prompted, seed: int | None, completion: Completion) -> dict[str, Any]:
+    """One line of ``items.jsonl``: the question, gold, response, what each rule extracted and whether it is right."""
+    q = prompted.question
+    text = completion.text or ""
+    g = grade(text, _gold_text(q))
+    return {
+        "key": item_key(q.id, seed),
+        "id": q.id,
+        "seed": seed,
+        "question": q.question,
+        "gold": g.gold,
+        "response": text,
+        "finish_reason": completion.finish_reason,
+        "extracted": g.extracted,
+        "correct": g.matches,
+        "lm_eval_correct": g.lm_eval,
+        **prompted.info,
+    }
+
+
+def accuracy(rows: Sequence[dict]) -> dict[str, float | None]:
+    """The fraction right by each rule (None for no rows)."""
+    n = len(rows)
+    return {rule: (sum(bool(r["correct"][rule]) for r in rows) / n if n else None) for rule in RULES}
+
+
+def summarize(rows: Sequence[dict], keys: Sequence[str], seeds: Sequence[int | None]) -> dict[str, Any]:
+    """Accuracy per rule over the items in ``keys`` that are done; per seed, mean and spread with several seeds."""
+    by_key = {r["key"]: r for r in rows}
+    done = [by_key[k] for k in keys if k in by_key]
+    out: dict[str, Any] = {
+        "items": len(keys),
+        "done": len(done),
+        "complete": len(done) == len(keys),
+        "correct": {rule: sum(bool(r["correct"][rule]) for r in done) for rule in RULES},
+    }
+    per_seed = []
+    for seed in seeds:
+        seed_rows = [r for r in done if r["seed"] == seed]
+        per_seed.append({"seed": seed, "done": len(seed_rows), "accuracy": accuracy(seed_rows)})
+    if len(seeds) > 1:
+        out["per_seed"] = per_seed
+        scored = [s["accuracy"] for s in per_seed if s["done"]]
+        out["accuracy"] = {
+            rule: statistics.fmean(a[rule] for a in scored) if scored else None for rule in RULES
+        }
+        # The sample standard deviation across seeds (n - 1 in the denominator).
+        out["accuracy_std"] = {
+            rule: statistics.stdev(a[rule] for a in scored) if len(scored) > 1 else None for rule in RULES
+        }
+    else:
+        out["accuracy"] = per_seed[0]["accuracy"] if per_seed else accuracy([])
+    # lm-eval's own exact-match scoring of its two filters (string comparison), over all items done.
+    out["lm_eval_exact_match"] = {
+        rule: (sum(bool(r["lm_eval_correct"][rule]) for r in done) / len(done) if done else None)
+        for rule in LM_EVAL_RULES
+    }
+    out["finish_reasons"] = dict(sorted(Counter(str(r.get("finish_reason")) for r in done).items()))
+    return out
+
+
+def _fmt_acc(acc: dict[str, float | None], std: dict[str, float | None] | None = None) -> str:
+    parts = []
+    for rule in RULES:
+        value = acc[rule]
+        text = "  -  " if value is None else f"{100 * value:5.1f}%"
+        if std is not None and std[rule] is not None:
+            text += f" ± {100 * std[rule]:.1f}"
+        parts.append(f"{rule} {text}")
+    return "  ".join(parts)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Accuracy per checkpoint (the curve; nlft compare sets several side by side)
+# ----------------------------------------------------------------------------------------------------------------
+
+RULE_NAMES = {"strict": "strict match", "flexible": "flexible extract", "authors": "authors' rule"}
+
+
+def epoch_sort_key(row: dict[str, Any]) -> tuple[bool, float]:
+    return (row["epoch"] is None, row["epoch"] if row["epoch"] is not None else 0.0)
+
+
+def curve_rows(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A flat row per evaluation summary: checkpoint, epoch, counts, accuracy and spread per rule."""
+    rows = []
+    for s in summaries:
+        row: dict[str, Any] = {
+            "checkpoint": s.get("checkpoint") or "final",
+            "epoch": s.get("epoch"),
+            "questions": s["questions"],
+            "items": s["items"],
+            "done": s["done"],
+            "complete": s["complete"],
+            "seeds": len(s.get("seeds") or []) or 1,
+        }
+        std = s.get("accuracy_std") or {}
+        for rule in RULES:
+            row[rule] = s["accuracy"][rule]
+            row[f"{rule}_std"] = std.get(rule)
+        rows.append(row)
+    return sorted(rows, key=epoch_sort_key)
+
+
+def percent(value: float | None, std: float | None = None) -> str:
+    if value is None:
+        return "-"
+    text = f"{100 * value:.1f}"
+    return text + (f" ± {100 * std:.1f}" if std is not None else "")
+
+
+def epoch_text(epoch: float | None) -> str:
+    if epoch is None:
+        return "final"
+    return str(int(epoch)) if float(epoch).is_integer() else f"{epoch:g}"
+
+
+def markdown_curve(rows: Sequence[dict[str, Any]], title: str) -> str:
+    """One run: a row per checkpoint, a column per rule."""
+    lines = [
+        f"**{title}** (accuracy, %)",
+        "",
+        "| epoch | checkpoint | questions | " + " | ".join(RULE_NAMES[r] for r in RULES) + " |",
+        "|---:|---|---:|" + "---:|" * len(RULES),
+    ]
+    for row in rows:
+        n = f"{row['done']}/{row['items']}" if not row["complete"] else str(row["items"])
+        cells = [percent(row[r], row[f"{r}_std"]) for r in RULES]
+        lines.append(
+            f"| {epoch_text(row['epoch'])} | {row['checkpoint']} | {n} | " + " | ".join(cells) + " |"
+        )
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Running an evaluation
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EvalSettings:
+    """Decoding for an evaluation. ``temperature == 0`` is greedy and takes no seeds; sampling runs one sample
+    per question for each seed in ``seeds``. ``max_new_tokens`` None: the protocol's default."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seeds: tuple[int, ...] | None = None
+    max_new_tokens: int | None = None
+    limit: int | None = None
+
+    def seed_list(self) -> list[int | None]:
+        if self.temperature <= 0:
+            if self.seeds:
+                raise ValueError(
+                    "greedy decoding (temperature 0) gives the same answer for every seed; pass --temperature to sample"
+                )
+            return [None]
+        seeds = list(self.seeds or (0,))
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"--seeds has duplicates: {' '.join(map(str, seeds))}")
+        return seeds
+
+
+class SettingsMismatch(ValueError):
+    pass
+
+
+def _check_settings(out: Path, fingerprint: dict[str, Any], overwrite: bool, *, write: bool = True) -> None:
+    """Refuse to mix results of different settings in one folder; ``overwrite`` starts it afresh.
+    ``write=False`` only checks (nothing is deleted or written)."""
+    file = out / SETTINGS_FILE
+    if overwrite and not write:
+        return
+    if overwrite:
+        for name in (ITEMS_FILE, SUMMARY_FILE, SETTINGS_FILE):
+            (out / name).unlink(missing_ok=True)
+    elif file.exists():
+        old = json.loads(file.read_text(encoding="utf-8"))
+        if old != fingerprint:
+            changed = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
+            raise SettingsMismatch(
+                f"{out} holds results made with other settings ({', '.join(changed)} differ); "
+                "pass --overwrite to replace them or --out to write elsewhere"
+            )
+    elif (out / ITEMS_FILE).exists():
+        raise SettingsMismatch(
+            f"{out}/{ITEMS_FILE} exists without {SETTINGS_FILE}; pass --overwrite or choose another --out"
+        )
+    if write:
+        atomic_write_json(file, fingerprint)
+
+
+@dataclass
+class _Plan:
+    questions: list[Question]
+    seeds: list[int | None]
+    decoding: dict[str, Any]
+    fingerprint: dict[str, Any]
+
+
+def _plan(protocol, data: EvalData, settings: EvalSettings, describe: dict[str, Any] | None) -> _Plan:
+    seeds = settings.seed_list()
+    questions = data.questions[: settings.limit] if settings.limit else data.questions
+    if not questions:
+        raise ValueError(f"{data.spec}: no questions to evaluate")
+    decoding = {
+        "temperature": settings.temperature,
+        "top_p": settings.top_p,
+        "max_new_tokens": settings.max_new_tokens or protocol.max_new_tokens,
+        "stop": list(protocol.stop),
+    }
+    fingerprint = {**(describe or {}), **protocol.fingerprint(), "data": data.spec, "decoding": decoding}
+    return _Plan(list(questions), seeds, decoding, fingerprint)
+
+
+def pending(
+    protocol, data: EvalData, out: str | Path, settings: EvalSettings, *, describe=None, overwrite=False
+) -> int:
+    """How many items ``evaluate`` would still generate into ``out``, checked before a model is loaded: a
+    finished checkpoint costs nothing on a rerun, and a settings mismatch fails before minutes of loading."""
+    out = Path(out)
+    plan = _plan(protocol, data, settings, describe)
+    keys = [item_key(q.id, seed) for seed in plan.seeds for q in plan.questions]
+    if overwrite:
+        return len(keys)
+    _check_settings(out, plan.fingerprint, overwrite, write=False)
+    if not (out / ITEMS_FILE).exists():
+        return len(keys)
+    with AppendLog(out / ITEMS_FILE, key="key") as log:
+        return sum(1 for k in keys if k not in log)
+
+
+def evaluate(
+    backend,
+    protocol,
+    data: EvalData,
+    out: str | Path,
+    settings: EvalSettings,
+    *,
+    describe: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    sort_key: Callable[[Request], int] | None = None,
+) -> dict[str, Any]:
+    """Evaluate ``data`` with ``backend`` (``HFBackend`` or ``OpenAIBackend``; None when ``pending`` says nothing
+    is left) under ``protocol``; resume from ``out``.
+
+    ``describe`` (model, adapter, run, checkpoint, ...) is stored in the settings and the summary. ``sort_key``
+    orders the remaining requests within a seed (longest prompts first batch with the least padding).
+    Returns the summary, also written to ``out/summary.json``.
+    """
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    plan = _plan(protocol, data, settings, describe)
+    seeds, questions, decoding = plan.seeds, plan.questions, plan.decoding
+    _check_settings(out, plan.fingerprint, overwrite)
+
+    prompted = protocol.build(questions)
+    keys = [item_key(p.question.id, seed) for seed in seeds for p in prompted]
+    started = time.monotonic()
+    generated = failed = 0
+    errors: list[str] = []
+    with AppendLog(out / ITEMS_FILE, key="key") as log:
+        resumed = sum(1 for k in keys if k in log)
+        done_rows = [log.get(k) for k in keys if k in log]
+        right = Counter(rule for r in done_rows for rule in RULES if r["correct"][rule])
+        bar = tqdm(
+            total=len(keys),
+            initial=resumed,
+            desc=describe.get("checkpoint", "eval") if describe else "eval",
+            unit="q",
+            disable=not progress,
+            dynamic_ncols=True,
+        )
+
+        def show() -> None:
+            n = max(1, len(done_rows))
+            bar.set_postfix_str(
+                " ".join(f"{rule}={100 * right[rule] / n:.1f}%" for rule in RULES), refresh=False
+            )
+
+        show()
+        for seed in seeds:
+            todo = [p for p in prompted if item_key(p.question.id, seed) not in log]
+            if not todo:
+                continue
+            if sort_key is not None:
+                todo.sort(key=lambda p: -sort_key(p.request))
+            if backend is None:
+                raise ValueError(
+                    f"{out}: {len(todo)} items still to generate, and no back-end to generate them"
+                )
+            backend.settings = SamplingSettings(
+                max_new_tokens=decoding["max_new_tokens"],
+                temperature=settings.temperature,
+                top_p=settings.top_p,
+                seed=seed or 0,
+                stop=protocol.stop,
+            )
+            by_key = {p.request.key: p for p in todo}
+            for request, completion in backend.generate([p.request for p in todo]):
+                if not completion.ok:
+                    # Not recorded: a rerun retries it.
+                    failed += 1
+                    errors.append(f"{request.key}: {completion.error}")
+                    bar.update(1)
+                    continue
+                row = score_row(by_key[request.key], seed, completion)
+                log.append(row)
+                generated += 1
+                done_rows.append(row)
+                right.update(rule for rule in RULES if row["correct"][rule])
+                show()
+                bar.update(1)
+        bar.close()
+        rows = log.rows()
+
+    summary = {
+        **(describe or {}),
+        "protocol": protocol.name,
+        "data": data.spec,
+        "data_name": data.name,
+        "questions": len(questions),
+        "seeds": [s for s in seeds if s is not None],
+        "decoding": decoding,
+        **{k: v for k, v in protocol.fingerprint().items() if k not in ("protocol", "prompt")},
+        **summarize(rows, keys, seeds),
+        "this_run": {
+            "generated": generated,
+            "resumed": resumed,
+            "failed": failed,
+            "seconds": round(time.monotonic() - started, 1),
+        },
+    }
+    if errors:
+        summary["this_run"]["errors"] = errors[:20]
+    atomic_write_json(out / SUMMARY_FILE, summary)
+    return summary
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Models, checkpoints and result folders
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def checkpoints(run: Run, *, all_checkpoints: bool, include_base: bool) -> list[Checkpoint]:
+    """The weights to evaluate in a run folder: the final ones, or every per-epoch save (and the base model as
+    epoch 0 with ``include_base``)."""
+    chosen = run.epochs() if all_checkpoints else [run.final()]
+    if all_checkpoints and not chosen:
+        raise FileNotFoundError(
+            f"{run.path}: no per-epoch checkpoints under epochs/ (nothing for --all-checkpoints)"
+        )
+    if include_base:
+        chosen = [Checkpoint(run.base_model, None, "base", 0.0), *chosen]
+    return chosen
+
+
+def checkpoint_describe(run: Run, checkpoint: Checkpoint) -> dict[str, Any]:
+    """What results of one checkpoint of a run record about it (``nlft compare`` reads these)."""
+    adapter = str(checkpoint.adapter) if checkpoint.adapter else None
+    return {
+        "model": checkpoint.base_model,
+        "adapter": adapter,
+        "run": str(run.path),
+        "method": run.method,
+        "checkpoint": checkpoint.label,
+        "epoch": checkpoint.epoch,
+    }
+
+
+def folder_name(protocol: str, data_name: str, tag: str | None = None, checkpoint: str | None = None) -> str:
+    """``<protocol>-<data>[-<tag>][-<checkpoint>]``; the final weights of a run have no checkpoint part."""
+    if tag is not None and not re.fullmatch(r"[A-Za-z0-9_.+=-]+", tag):
+        raise ValueError(
+            f"--tag {tag!r}: use letters, digits and _ . + = - only (it becomes part of a folder name)"
+        )
+    parts = [protocol, data_name, tag, None if checkpoint in (None, "final") else checkpoint]
+    return "-".join(p for p in parts if p)
+
+
+def default_out(model: str, adapter: str | None, name: str) -> Path:
+    """Where results of a model that is not a run folder go: ``evals/<model>[+<adapter>]/<name>``."""
+
+    def slug(text: str) -> str:
+        parts = [p for p in Path(text).parts if p not in ("/", ".", "..")]
+        return re.sub(r"[^A-Za-z0-9_.-]+", "_", "_".join(parts[-2:])) or "model"
+
+    who = slug(model) + (f"+{slug(adapter)}" if adapter else "")
+    return Path("evals") / who / name
+
+
+@dataclass
+class EvalOptions:
+    """Everything ``nlft eval`` does, as one typed value (``run_eval``); the CLI only fills it in.
+
+    ``model`` is a hub id, a model folder, an adapter folder or a run folder (with ``backend.backend ==
+    "openai"``: the served model's name); the back-end's other options (batch size, dtype, server, timeouts,
+    retries) are ``backend``'s, built by ``generation.make_backend`` as for sampling and judging.
+    """
+
+    model: str
+    backend: BackendOptions = field(default_factory=BackendOptions)
+    adapter: str | None = None
+    all_checkpoints: bool = False
+    include_base: bool = False
+    data: str = "gsm8k:test"
+    gsm8k_dir: str | None = None
+    limit: int | None = None
+    protocol: str = "paper"
+    templates: str | None = None  # paper: the template set (default: the run's, else math)
+    chat_template: str | None = None
+    num_fewshot: int = 5
+    fewshot_data: str | None = None
+    fewshot_sampler: str = "lm-eval"
+    fewshot_seed: int = LM_EVAL_FEWSHOT_SEED
+    settings: EvalSettings = field(default_factory=EvalSettings)
+    out: str | None = None
+    tag: str | None = None
+    overwrite: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol '{self.protocol}': choose from {', '.join(PROTOCOLS)}")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"--limit must be at least 1, got {self.limit}")
+        if self.limit is not None and self.settings.limit is None:
+            self.settings.limit = self.limit  # one limit, whichever of the two a caller set
+        elif self.limit is not None and self.settings.limit != self.limit:
+            raise ValueError(
+                f"limit {self.limit} and settings.limit {self.settings.limit} disagree; give one"
+            )
+        self.settings.seed_list()  # bad decoding options fail before anything is loaded
+
+
+def run_eval(options: EvalOptions) -> int:
+    """``nlft eval``: evaluate a model, an adapter or the checkpoints of a run; print what was found.
+
+    Returns the exit status: 0, or 1 when some requests failed (a rerun retries just those).
+    """
+    from dataclasses import replace
+
+    from ..jsonl import atomic_write_text
+    from ..runs import is_run, load_run
+
+    o = options
+    hf = o.backend.backend == "hf"
+    run = load_run(o.model) if hf and is_run(o.model) else None
+    if (o.all_checkpoints or o.include_base) and run is None:
+        raise ValueError(
+            f"{o.model}: --all-checkpoints and --include-base need a run folder (one with run.json) and --backend hf"
+        )
+    if run is not None and o.adapter:
+        raise ValueError(f"{o.model} is a run folder; --adapter goes with a base model")
+    if o.adapter and not hf:
+        raise ValueError("--adapter needs --backend hf (serve the adapter and name it as the model instead)")
+    templates = o.templates or (run.templates if run else None) or "math"
+    data = load_eval_data(o.data, o.gsm8k_dir)
+    fewshot_data = o.fewshot_data or ("gsm8k:train" if o.data.startswith("gsm8k:") else None)
+    if o.protocol == "lm-eval" and o.num_fewshot and fewshot_data is None:
+        raise ValueError(
+            "--protocol lm-eval on a question file needs --fewshot-data (exemplars with worked answers) or --num-fewshot 0"
+        )
+    protocol = make_protocol(
+        o.protocol,
+        templates=templates,
+        data=data,
+        num_fewshot=o.num_fewshot,
+        fewshot_data=fewshot_data or "",
+        fewshot_sampler=o.fewshot_sampler,
+        fewshot_seed=o.fewshot_seed,
+        gsm8k_dir=o.gsm8k_dir,
+    )
+    name = folder_name(protocol.name, data.name, o.tag)
+    # The paper protocol's layout for tokenizers without a chat template is its template set's.
+    layout = protocol.templates if isinstance(protocol, PaperProtocol) else None
+
+    if not hf:
+        out = Path(o.out) if o.out else default_out(o.model, None, name)
+        describe = {"model": o.model, "backend": "openai", "base_url": o.backend.base_url, "tag": o.tag}
+        backend = make_backend(replace(o.backend, model=o.model), SamplingSettings(), layout)
+        summary = evaluate(
+            backend,
+            protocol,
+            data,
+            out,
+            o.settings,
+            describe=describe,
+            overwrite=o.overwrite,
+            progress=o.progress,
+        )
+        _report(summary, out)
+        return _exit_code(summary)
+
+    targets: list[Checkpoint | None] = (
+        checkpoints(run, all_checkpoints=o.all_checkpoints, include_base=o.include_base) if run else [None]
+    )
+    if o.out and len(targets) > 1:
+        raise ValueError(
+            "--out names one folder; with --all-checkpoints results go to RUN/eval/<protocol>-<data>-<checkpoint>/"
+        )
+    code = 0
+    summaries = []
+    for target in targets:
+        if target is None:
+            base, adapter = o.model, o.adapter
+            out = Path(o.out) if o.out else default_out(base, adapter, name)
+            describe = {"model": base, "adapter": adapter}
+        else:
+            base, adapter = target.base_model, str(target.adapter) if target.adapter else None
+            out = (
+                Path(o.out)
+                if o.out
+                else run.path / EVAL_DIR / folder_name(protocol.name, data.name, o.tag, target.label)
+            )
+            describe = checkpoint_describe(run, target)
+        chat_template = o.chat_template or (run.chat_template if run else None)
+        describe.update(tag=o.tag, backend="hf", dtype=o.backend.dtype, chat_template=chat_template)
+        summary = _eval_hf(
+            replace(o.backend, model=base, adapter=adapter, chat_template=chat_template),
+            layout,
+            protocol,
+            data,
+            out,
+            o.settings,
+            describe,
+            overwrite=o.overwrite,
+            progress=o.progress,
+        )
+        free_accelerator_memory()
+        _report(summary, out)
+        summaries.append(summary)
+        code = max(code, _exit_code(summary))
+    if run is not None and o.all_checkpoints:
+        rows = curve_rows(summaries)
+        table = markdown_curve(rows, f"{run.path.name}: {protocol.name} protocol, {data.spec}")
+        print("\n" + table)
+        prefix = folder_name(protocol.name, data.name, o.tag)
+        atomic_write_text(run.path / EVAL_DIR / f"{prefix}-curve.md", table + "\n")
+    return code
+
+
+def _eval_hf(
+    options: BackendOptions,
+    layout,
+    protocol,
+    data,
+    out,
+    settings,
+    describe,
+    *,
+    overwrite: bool,
+    progress: bool,
+) -> dict[str, Any]:
+    if not pending(protocol, data, out, settings, describe=describe, overwrite=overwrite):
+        return evaluate(None, protocol, data, out, settings, describe=describe, progress=progress)
+    backend = make_backend(options, SamplingSettings(), layout)
+    return evaluate(
+        backend,
+        protocol,
+        data,
+        out,
+        settings,
+        describe=describe,
+        overwrite=overwrite,
+        progress=progress,
+        sort_key=lambda request: len(backend.prompt_ids(request)),
+    )
+
+
+def _report(summary: dict[str, Any], out: Path) -> None:
+    t = summary["this_run"]
+    head = summary.get("checkpoint") or summary.get("adapter") or summary.get("model")
+    print(
+        f"{head}: {summary['done']}/{summary['items']} items ({t['resumed']} resumed, {t['generated']} generated",
+        end="",
+    )
+    print(f", {t['failed']} failed)" if t["failed"] else ")")
+    print(f"  accuracy  {_fmt_acc(summary['accuracy'], summary.get('accuracy_std'))}")
+    exact = summary.get("lm_eval_exact_match") or {}
+    if any(v is not None for v in exact.values()):
+        print(
+            "  lm-eval exact match  "
+            + "  ".join(f"{rule} {100 * v:5.1f}%" for rule, v in exact.items() if v is not None)
+        )
+    for err in t.get("errors", [])[:3]:
+        print(f"  failed: {err}")
+    print(f"  results   {out / ITEMS_FILE}, {out / SUMMARY_FILE}")
+
+
+def _exit_code(summary: dict[str, Any]) -> int:
+    if summary["this_run"]["failed"]:
+        print("  some requests failed; rerun the same command to retry just those")
+        return 1
+    return 0

@@ -1,0 +1,3 @@
+"""Models: loading weights and tokenizers (loading), the embedded models (mini, tiny) and text generation
+back-ends (generation).
+"""

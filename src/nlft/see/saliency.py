@@ -1,0 +1,253 @@
+"""``nlft saliency``: score records with a model (or read a training snapshot) and write the saliency report.
+
+Every response token is coloured by how NLFT weighs it. The weights come from ``weighting.token_weights`` through
+``views.record_view``; the scores from ``trainer.batch_scores`` (the trainer's own scoring), so a report shows
+what training would do with these records. ``visualisation`` renders the page.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..method.weighting import WeightingConfig
+from ..prompts import EncodedRecord
+from ..records import Record
+from ..train.config import resolve_weighting
+from ..train.probes import ProbeRecord, probe_records
+from ..train.snapshots import find_snapshot, load_snapshot
+from .views import RecordView, record_view
+
+logger = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Scoring records outside training (nlft saliency)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def score_records(
+    model,
+    tokenizer,
+    encoded: Sequence[EncodedRecord],
+    texts: dict[str, Record],
+    *,
+    reference_probs: str = "live",
+    batch_size: int = 4,
+    chunk_size: int = 1024,
+    progress: bool = True,
+) -> list[ProbeRecord]:
+    """Score ``encoded`` with ``model`` as the trainer does (``trainer.batch_scores``), in eval mode.
+
+    ``reference_probs``: ``live`` scores X_std/X_judge with the model as it is (adapter on), ``initial`` with
+    the adapter disabled (the frozen base model), as during training with those settings.
+    """
+    from ..train.trainer import NLFTCollator, batch_scores, check_reference_probs, eval_batches
+
+    if reference_probs == "cached":
+        raise ValueError("reference_probs must be live or initial here: nothing is cached outside training")
+    check_reference_probs(reference_probs, model)
+
+    def score(batch):
+        return batch_scores(model, batch, reference_probs=reference_probs, chunk_size=chunk_size)
+
+    out: list[ProbeRecord] = []
+    collator = NLFTCollator(tokenizer.pad_token_id)
+    for part, scores in eval_batches(
+        model, encoded, collator, score, batch_size=batch_size, progress=progress
+    ):
+        out += probe_records(scores, part, texts, tokenizer)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# nlft saliency: the report
+# --------------------------------------------------------------------------------------------------------------
+
+
+def run_settings(run_dir: str | Path) -> dict[str, Any]:
+    """What a run trained with: run.json, then its resolved config.yaml (weighting fields included)."""
+    from ..files import read_yaml
+    from ..runs import load_run
+
+    run = load_run(run_dir)
+    settings = dict(run.info)
+    settings.update(run.info.get("nlft") or {})
+    config = Path(run_dir) / "config.yaml"
+    if config.is_file():
+        settings.update(read_yaml(config, "run config") or {})
+    settings["data"] = run.data  # resolved: the run may be read from another directory
+    return settings
+
+
+def _weighting_of(settings: dict[str, Any]) -> WeightingConfig:
+    return WeightingConfig(**{k: settings[k] for k in WeightingConfig.names() if k in settings})
+
+
+@dataclass
+class Report:
+    path: Path
+    views: list[RecordView]
+    weighting: WeightingConfig
+
+
+@dataclass
+class Scored:
+    """Records scored by a model as the trainer scores them, with what they were scored under."""
+
+    records: list[ProbeRecord]
+    texts: dict[str, Record]
+    tokenizer: Any
+    weighting: WeightingConfig
+    details: dict[str, Any]
+    name: str
+
+
+def score_data(
+    model: str,
+    *,
+    data: str | None = None,
+    split: str | None = None,
+    limit: int | None = None,
+    templates: str | None = None,
+    chat_template: str | None = None,
+    eos_token: str | None = None,
+    max_length: int | None = None,
+    reference_probs: str | None = None,
+    weighting: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    dtype: str = "auto",
+    device: str | None = None,
+    batch_size: int = 4,
+    progress: bool = True,
+) -> Scored:
+    """Load ``model`` and score the records of ``data`` with it (``score_records``).
+
+    A run folder as ``model`` supplies what it trained with — data, templates, max_length, the weighting and
+    where p_std/p_judge came from (``cached`` ones came from the frozen base model: ``initial`` here) — unless
+    given here. The weighting is then laid over with the ``weighting`` YAML and the ``overrides``.
+    """
+    from ..models.loading import load_model
+    from ..prompts import RecordEncoder
+    from ..records import load_records, resolve_records_spec
+    from ..runs import is_run
+
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit must be at least 1, got {limit}")
+    trained = run_settings(model) if is_run(model) else {}
+    data = data or trained.get("data")
+    if not data:
+        raise ValueError("no records: pass --data (a records file, or nlft:sample)")
+    base = _weighting_of(trained) if trained else WeightingConfig()
+    cfg = resolve_weighting(base, weighting, overrides)
+    if reference_probs is None:
+        reference_probs = "initial" if trained.get("reference_probs") in ("initial", "cached") else "live"
+    texts = load_records(resolve_records_spec(data), split=split or trained.get("data_split"))[:limit]
+    if not texts:
+        raise ValueError(f"{data}: holds no records to show")
+    net, tokenizer, weights = load_model(model, dtype=dtype, device=device)
+    encoder = RecordEncoder(
+        tokenizer,
+        templates or trained.get("templates") or "math",
+        max_length=max_length or trained.get("max_length") or 2048,
+        on_overlong="error",
+        chat_template=chat_template or trained.get("chat_template"),
+        eos_token=eos_token or trained.get("eos_token"),
+    )
+    encoded = encoder.encode_all(texts).records
+    by_id = {t.id: t for t in texts}
+    records = score_records(
+        net,
+        tokenizer,
+        encoded,
+        by_id,
+        reference_probs=reference_probs,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    adapter = f" + {weights.adapter}" if weights.adapter else ""
+    details = {"model": f"{weights.base_model}{adapter}", "data": data, "reference probs": reference_probs}
+    return Scored(records, by_id, tokenizer, cfg, details, Path(str(model)).name)
+
+
+def make_report(
+    out: str | Path,
+    *,
+    model: str | None = None,
+    snapshot: str | None = None,
+    step: int | None = None,
+    limit: int | None = 8,
+    weighting: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    **scoring: Any,
+) -> Report:
+    """Score records with ``model`` (``score_data``, which takes the other keywords) or read a training
+    ``snapshot``; weigh them and write an HTML report."""
+    from ..files import check_output_file
+    from ..jsonl import atomic_write_text
+    from .visualisation import render_report
+
+    if (model is None) == (snapshot is None):
+        raise ValueError("give either a model (--model) or a training snapshot (--snapshot), not both")
+    data = scoring.get("data")
+    check_output_file(out, inputs=(data,) if data else ())
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit must be at least 1, got {limit}")
+    if snapshot is not None:
+        path = find_snapshot(snapshot, step)
+        snap = load_snapshot(path)
+        cfg = resolve_weighting(snap.weighting, weighting, overrides)
+        records = snap.records[:limit]
+        details = {"snapshot": path, "step": snap.step, "reference probs": snap.reference_probs}
+        title = f"NLFT saliency: training snapshot, step {snap.step}"
+    else:
+        scored = score_data(model, limit=limit, weighting=weighting, overrides=overrides, **scoring)
+        return write_report(out, scored)
+    views = [record_view(r, cfg) for r in records]
+    out = Path(out)
+    atomic_write_text(out, render_report(views, cfg, title=title, details=details))
+    return Report(out, views, cfg)
+
+
+def write_report(
+    out: str | Path, scored: Scored, *, records: list | None = None, title: str | None = None
+) -> Report:
+    """The HTML report of records scored by ``score_data`` (``records``: a chosen few of them, in order)."""
+    from ..jsonl import atomic_write_text
+    from .visualisation import render_report
+
+    views = [record_view(r, scored.weighting) for r in (scored.records if records is None else records)]
+    out = Path(out)
+    title = title or f"NLFT saliency: {scored.name}"
+    atomic_write_text(out, render_report(views, scored.weighting, title=title, details=scored.details))
+    return Report(out, views, scored.weighting)
+
+
+def locate(model: str, *, out: str | Path | None = None, **scoring: Any):
+    """``nlft locate``: score the records with ``model`` (``score_data``'s keywords) and measure how well the
+    blamed tokens find the step each judgment names (``localization.localize``); ``out`` gets the figures and
+    every record's as JSON."""
+    import json
+
+    from ..files import check_output_file
+    from ..jsonl import atomic_write_text
+    from .localization import localize
+
+    if out is not None:
+        data = scoring.get("data")
+        check_output_file(out, inputs=(data,) if data else ())
+    scored = score_data(model, **scoring)
+    result = localize(
+        scored.records, {i: t.response for i, t in scored.texts.items()}, scored.tokenizer, scored.weighting
+    )
+    if out is not None:
+        body = {
+            **result.summary(),
+            "details": {k: str(v) for k, v in scored.details.items()},
+            "per_record": [vars(r) for r in result.per_record],
+        }
+        atomic_write_text(Path(out), json.dumps(body, indent=1) + "\n")
+    return result
