@@ -156,7 +156,9 @@ def make_steps(method: str, preset: dict, device: str) -> dict:
     import torch
 
     from nlft.method.scoring import score_responses
-    from nlft.train.trainer import NLFTCollator, NLFTTrainer, compute_reference_cache
+    from nlft.train.batches import NLFTCollator
+    from nlft.train.reference import ReferenceCache
+    from nlft.train.trainer import NLFTTrainer
 
     model = build(preset, device)
     recs = records(preset)
@@ -173,7 +175,9 @@ def make_steps(method: str, preset: dict, device: str) -> dict:
 
     if method in ("nlft-live", "nlft-cached"):
         mode = method.split("-")[1]
-        cache = compute_reference_cache(model, recs, collator, progress=False) if mode == "cached" else None
+        cache = ReferenceCache(None, recs, "bench") if mode == "cached" else None
+        if cache is not None:  # computed before the timed steps, as a run does before its first
+            cache.ensure(model, collator, batch_size=4, chunk_size=1024, progress=False, main=True)
         trainer = NLFTTrainer(
             model=model,
             args=nlft_args(tmp, device, preset, mode),

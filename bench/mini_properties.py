@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from nlft.data.arithmetic import judge_response
-from nlft.evals.evaluation import PaperProtocol
+from nlft.evals.protocols import PaperProtocol
 from nlft.models.generation import HFBackend, SamplingSettings
 from nlft.models.loading import load_model
 from nlft.prompts import RecordEncoder

@@ -27,7 +27,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from nlft.evals.evaluation import LmEvalProtocol, load_eval_data  # noqa: E402
+from nlft.evals.protocols import LmEvalProtocol  # noqa: E402
+from nlft.evals.questions import load_eval_data  # noqa: E402
 from nlft.tasks.answers import grade  # noqa: E402
 
 

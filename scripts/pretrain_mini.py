@@ -317,7 +317,7 @@ def lr_at(step: int, settings: Settings) -> float:
 
 def test_accuracy(model, tokenizer, n: int, batch_size: int = 50) -> float:
     """Greedy accuracy on the first ``n`` test problems under the paper protocol's prompt (the X_base prompt)."""
-    from nlft.evals.evaluation import PaperProtocol
+    from nlft.evals.protocols import PaperProtocol
     from nlft.models.generation import HFBackend, SamplingSettings
 
     task = MiniMathTask()

@@ -30,7 +30,9 @@ from nlft.method.weighting import WeightingConfig  # noqa: E402
 from nlft.models.tiny import build_tiny_architecture, load_tokenizer  # noqa: E402
 from nlft.prompts import RecordEncoder  # noqa: E402
 from nlft.records import records_from_dicts  # noqa: E402
-from nlft.train.trainer import NLFTCollator, batch_scores, compute_reference_cache, eval_batches  # noqa: E402
+from nlft.train.batches import NLFTCollator, eval_batches  # noqa: E402
+from nlft.train.reference import compute_reference_probs  # noqa: E402
+from nlft.train.scores import batch_scores  # noqa: E402
 
 Q = "What is 3+4?"
 ROWS = [  # ordered so that process 0 gets the two correct records, process 1 the two wrong ones
@@ -109,7 +111,7 @@ def run_case(arch, mode, reference, engine, steps, world, rank, tokenizer, encod
     net = model  # the module itself: engines keep their hooks on it
     cache = None
     if reference == "cached":
-        cache = compute_reference_cache(net, encoded, collator, batch_size=2, progress=False)
+        cache = compute_reference_probs(net, encoded, collator, batch_size=2, progress=False)
     losses = []
     for _ in range(steps):
         batch = collator([r.to_features() for r in mine])

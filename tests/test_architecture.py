@@ -1,4 +1,5 @@
-"""The package's shape: no import cycle between its modules (counting imports inside functions too)."""
+"""The package's shape: which stage may import which, no import cycle between modules (counting imports inside
+functions too), and a top level a newcomer can read."""
 
 import ast
 from pathlib import Path
@@ -70,6 +71,77 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
             if found:
                 return found
     return None
+
+
+# What each part of the package may import (besides itself). A part is a sub-package (``nlft/train/``) or a
+# top-level module (``nlft/records.py``); ``nlft`` is the package root (``resource_path``). The stages run
+# data -> train -> evals/see, on the basics (files, jsonl, records, prompts, runs) and the tasks and models:
+# the NLFT maths imports nothing else of nlft; training never imports evaluation or the saliency views;
+# evaluation never imports training. The entry points (cli, demo, experiment) may import anything.
+BASICS = {"nlft", "files", "jsonl", "records", "prompts", "runs", "console"}
+ALLOWED: dict[str, set[str]] = {
+    "method": set(),
+    "files": set(),
+    "jsonl": set(),
+    "console": set(),
+    "distributed": set(),
+    "records": {"nlft"},
+    "runs": {"files"},
+    "prompts": {"nlft", "files", "records"},
+    "tasks": {"nlft", "records", "files"},
+    "models": BASICS,
+    "data": BASICS | {"tasks", "models"},
+    "train": BASICS | {"tasks", "models", "method", "distributed"},
+    "evals": BASICS | {"tasks", "models"},
+    "see": BASICS | {"tasks", "models", "method", "train", "data"},
+}
+ENTRY_POINTS = {"__main__", "cli", "demo", "experiment"}
+
+
+def part(module: str) -> str:
+    pieces = module.split(".")
+    return pieces[1] if len(pieces) > 1 else "nlft"
+
+
+def forbidden_imports(graph: dict[str, set[str]]) -> list[str]:
+    out = []
+    for module, targets in sorted(graph.items()):
+        mine = part(module)
+        if mine in ENTRY_POINTS or mine == "nlft":
+            continue
+        for target in sorted(targets):
+            theirs = part(target)
+            if theirs != mine and theirs not in ALLOWED.get(mine, set()):
+                out.append(f"{module} imports {target}")
+    return out
+
+
+def test_the_direction_check_names_a_forbidden_import():
+    graph = {"nlft.train.run": {"nlft.evals.evaluation", "nlft.records"}, "nlft.method.loss": {"nlft.runs"}}
+    assert forbidden_imports(graph) == [
+        "nlft.method.loss imports nlft.runs",
+        "nlft.train.run imports nlft.evals.evaluation",
+    ]
+
+
+def test_the_allowed_directions_have_no_cycle():
+    assert find_cycle({k: set(v) - {k} for k, v in ALLOWED.items()}) is None
+
+
+def test_every_part_of_the_package_imports_only_what_its_stage_may():
+    graph = import_graph()
+    assert {part(m) for m in graph} <= set(ALLOWED) | ENTRY_POINTS | {"nlft"}, (
+        "a new part needs its row in ALLOWED"
+    )
+    assert forbidden_imports(graph) == []
+
+
+def test_the_top_level_is_short():
+    top = sorted(p.stem for p in PACKAGE.glob("*.py"))
+    assert len(top) <= 16, top
+    assert {"method", "tasks", "data", "train", "evals", "see", "models"} <= {
+        p.name for p in PACKAGE.iterdir() if p.is_dir()
+    }
 
 
 def test_the_cycle_finder_finds_a_cycle():

@@ -11,7 +11,7 @@ from . import __version__
 from .console import setup_logging
 from .data.judging import JUDGE_BACKENDS
 from .data.sources import IMPORT_SOURCES
-from .evals.evaluation import FEWSHOT_SAMPLERS, PROTOCOLS
+from .evals.protocols import FEWSHOT_SAMPLERS, PROTOCOLS
 from .models.generation import BACKENDS
 from .models.loading import DTYPES
 from .tasks.answers import RULES

@@ -139,7 +139,8 @@ def run_demo(options: DemoOptions | None = None, **kwargs) -> int:
     from .data.judging import JudgeOptions
     from .data.pipeline import sample_and_judge
     from .evals.compare import compare
-    from .evals.evaluation import EvalOptions, EvalSettings, data_name, run_eval
+    from .evals.evaluation import EvalOptions, EvalSettings, run_eval
+    from .evals.questions import data_name
     from .models.generation import BackendOptions, SamplingSettings
     from .records import load_records
     from .see.localization import localize

@@ -6,14 +6,9 @@ import pytest
 
 from nlft.cli import main
 from nlft.evals.compare import Curve, compare, load_curve, pair_colors
-from nlft.evals.evaluation import (
-    EvalData,
-    EvalSettings,
-    PaperProtocol,
-    checkpoint_describe,
-    evaluate,
-    folder_name,
-)
+from nlft.evals.evaluation import EvalSettings, checkpoint_describe, evaluate, folder_name
+from nlft.evals.protocols import PaperProtocol
+from nlft.evals.questions import EvalData
 from nlft.models.generation import Completion
 from nlft.records import Question
 from nlft.runs import Checkpoint, load_run

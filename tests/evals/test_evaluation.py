@@ -11,18 +11,9 @@ from pathlib import Path
 import pytest
 
 from nlft.cli import main
-from nlft.evals.evaluation import (
-    LM_EVAL_STOP,
-    EvalData,
-    EvalSettings,
-    LmEvalProtocol,
-    PaperProtocol,
-    SettingsMismatch,
-    evaluate,
-    load_eval_data,
-    make_protocol,
-    pending,
-)
+from nlft.evals.evaluation import EvalSettings, SettingsMismatch, evaluate, pending
+from nlft.evals.protocols import LM_EVAL_STOP, LmEvalProtocol, PaperProtocol, make_protocol
+from nlft.evals.questions import EvalData, load_eval_data
 from nlft.models.generation import Completion
 from nlft.models.tiny import save_tiny_model
 from nlft.records import Question, RecordError

@@ -97,7 +97,7 @@ def test_mini_solves_some_problems_and_reads_the_standard_answer(mini):
     """The cheap properties: some test problems solved and some not (room for NLFT), and the standard answer
     in the prompt (X_std) makes the gold solution likelier than the question alone (X_base): the summed log
     probability of its tokens rises, on the median problem and on average."""
-    from nlft.evals.evaluation import PaperProtocol
+    from nlft.evals.protocols import PaperProtocol
     from nlft.models.generation import HFBackend, SamplingSettings
     from nlft.prompts import RecordEncoder
     from nlft.records import Record

@@ -6,6 +6,7 @@ import torch
 
 from nlft.method.weighting import WeightingConfig, token_weights
 from nlft.see.views import record_view
+from nlft.train.callbacks import TrainerAware
 from nlft.train.snapshots import (
     Snapshot,
     choose_probe,
@@ -14,7 +15,6 @@ from nlft.train.snapshots import (
     snapshot_path,
     write_snapshot,
 )
-from nlft.train.trainer import TrainerAware
 
 from ..conftest import ROWS, VISIBLE, config, make_probe
 

@@ -7,8 +7,10 @@ import pytest
 import torch
 
 from nlft.jsonl import atomic_write_jsonl
+from nlft.train.batches import NLFTCollator
+from nlft.train.reference import ReferenceCache, compute_reference_probs, scoring_probs
 from nlft.train.run import load_training_model, prepare_records, train
-from nlft.train.trainer import NLFTCollator, NLFTTrainer, compute_reference_cache, scoring_probs
+from nlft.train.trainer import NLFTTrainer
 
 from ..conftest import ROWS, SGD, config
 
@@ -22,11 +24,7 @@ def build(tmp_path, *extra: str, rows=ROWS, name="run"):
     model, tok, base = load_training_model(model_cfg, args, tmp_path / name)
     encoded, _, _ = prepare_records(data, tok)
     collator = NLFTCollator(tok.pad_token_id)
-    cache = (
-        compute_reference_cache(model, encoded.records, collator, progress=False)
-        if args.reference_probs == "cached"
-        else None
-    )
+    cache = ReferenceCache(None, encoded.records, base) if args.reference_probs == "cached" else None
     trainer = NLFTTrainer(
         model=model, args=args, train_dataset=datasets.Dataset.from_list([r.to_features() for r in encoded.records]),
         data_collator=collator, processing_class=tok, reference_cache=cache,
@@ -158,7 +156,7 @@ def test_reference_probs_initial_scores_the_frozen_base(tmp_path):
     trainer, records, collator = build(
         tmp_path, "--reference_probs", "initial", "--num_train_epochs", "2", "--learning_rate", "1e-2"
     )
-    frozen = compute_reference_cache(trainer.model, records, collator, progress=False)
+    frozen = compute_reference_probs(trainer.model, records, collator, progress=False)
     trainer.train()
     batch = collator([r.to_features() for r in records])
     p_std, p_judge = scoring_probs(trainer.model, batch, reference_probs="initial")
@@ -178,12 +176,12 @@ def test_reference_probs_cached_is_stored_with_the_run_and_reused(tmp_path, monk
     assert set(stored["records"]) == {r["id"] for r in ROWS}
     assert stored["records"]["c1"]["judge"] is None and stored["records"]["w1"]["judge"] is not None
 
-    import nlft.train.trainer as trainer_module
+    import nlft.train.reference as reference_module
 
     def refuse(*a, **k):
         raise AssertionError("cached reference probabilities were computed again")
 
-    monkeypatch.setattr(trainer_module, "compute_reference_cache", refuse)
+    monkeypatch.setattr(reference_module, "compute_reference_probs", refuse)
     data, model_cfg, args = config(
         tmp_path,
         "--reference_probs",

@@ -25,7 +25,8 @@ from ..files import read_json
 from ..jsonl import atomic_write_bytes, atomic_write_text
 from ..runs import EVAL_DIR, load_run
 from ..tasks.answers import RULES
-from .evaluation import RULE_NAMES, curve_rows, data_name, epoch_sort_key, epoch_text, percent
+from .questions import data_name
+from .summary import RULE_NAMES, curve_rows, epoch_sort_key, epoch_text, percent
 
 OUTPUT_NAME = "comparison"
 

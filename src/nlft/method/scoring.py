@@ -31,10 +31,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-# Where the scoring probabilities p_std / p_judge come from (docs/method.md Q6): the current model each step
-# (the reference), the frozen base model (LoRA adapter disabled), or computed once before training.
-REFERENCE_PROBS = ("live", "initial", "cached")
-
 
 def causal_lm(model: nn.Module) -> nn.Module:
     """The transformers causal-LM module inside DDP/FSDP/accelerate and PEFT wrappers."""

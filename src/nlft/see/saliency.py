@@ -45,11 +45,11 @@ def score_records(
     ``reference_probs``: ``live`` scores X_std/X_judge with the model as it is (adapter on), ``initial`` with
     the adapter disabled (the frozen base model), as during training with those settings.
     """
-    from ..train.trainer import NLFTCollator, batch_scores, check_reference_probs, eval_batches
+    from ..train.batches import NLFTCollator, eval_batches
+    from ..train.reference import check_reference_probs
+    from ..train.scores import batch_scores
 
-    if reference_probs == "cached":
-        raise ValueError("reference_probs must be live or initial here: nothing is cached outside training")
-    check_reference_probs(reference_probs, model)
+    check_reference_probs(reference_probs, model, allow_cached=False)
 
     def score(batch):
         return batch_scores(model, batch, reference_probs=reference_probs, chunk_size=chunk_size)

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from transformers import TrainingArguments
 from trl import ModelConfig as TrlModelConfig
 
-from ..method.scoring import REFERENCE_PROBS
 from ..method.weighting import WeightingConfig
 from ..models.loading import DTYPES
 from .methods import METHODS, settings_classes
+from .reference import REFERENCE_PROBS, check_reference_probs
 
 
 @dataclass
@@ -203,10 +203,7 @@ class NLFTConfig(TrainingArguments, WeightingConfig):
 
     def __post_init__(self) -> None:
         WeightingConfig.__post_init__(self)
-        if self.reference_probs not in REFERENCE_PROBS:
-            raise ValueError(
-                f"reference_probs must be {', '.join(REFERENCE_PROBS)}, not {self.reference_probs!r}"
-            )
+        check_reference_probs(self.reference_probs)
         if self.incorrect_sft not in ("none", "judge"):
             raise ValueError(f"incorrect_sft must be none or judge, not {self.incorrect_sft!r}")
         if self.logits_chunk_size < 1:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..method.weighting import WeightingConfig
-from .trainer import TrainerAware
+from .callbacks import TrainerAware
 
 logger = logging.getLogger(__name__)
 

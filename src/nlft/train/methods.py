@@ -71,20 +71,17 @@ class NLFTMethod(Method):
         import datasets
 
         from ..runs import REFERENCE_PROBS_FILE
-        from .trainer import NLFTCollator, NLFTTrainer, load_reference_cache, records_fingerprint
+        from .batches import NLFTCollator
+        from .reference import ReferenceCache
+        from .trainer import NLFTTrainer
 
         collator = NLFTCollator(job.tokenizer.pad_token_id)
         cached: dict = {}
         if job.args.reference_probs == "cached":
             # Read back when the run already has them (a resumed run); otherwise the trainer computes them at its
             # first step, through the prepared model, on every process.
-            path = job.run_dir / REFERENCE_PROBS_FILE
-            fingerprint = records_fingerprint(job.records, job.base_name)
-            cached = dict(
-                reference_cache=load_reference_cache(path, fingerprint),
-                reference_records=job.records,
-                reference_file=path,
-                reference_fingerprint=fingerprint,
+            cached["reference_cache"] = ReferenceCache(
+                job.run_dir / REFERENCE_PROBS_FILE, job.records, job.base_name
             )
         return NLFTTrainer(
             model=job.model,

@@ -15,7 +15,7 @@ from ..prompts import EncodedRecord
 from ..records import Record
 
 if TYPE_CHECKING:
-    from .trainer import RecordScores
+    from .scores import RecordScores
 
 # --------------------------------------------------------------------------------------------------------------
 # Token texts

@@ -245,7 +245,7 @@ def load_training_model(model_cfg: ModelConfig, train_cfg: NLFTConfig, run_dir: 
     from trl import get_peft_config, get_quantization_config
 
     from ..models.loading import from_pretrained, torch_dtype
-    from .trainer import check_reference_probs
+    from .reference import check_reference_probs
 
     # Seed before the LoRA matrices are drawn: the Trainer seeds only later, and a run must follow from its seed.
     (enable_full_determinism if train_cfg.full_determinism else set_seed)(train_cfg.seed)
@@ -435,7 +435,7 @@ def _epoch_saved(run_dir: Path):
 def _run_callbacks(job: TrainingJob, method: Method, extra: list | None) -> list:
     """The callbacks of every run — the per-epoch saver, saliency snapshots (``saliency_steps``) — and the caller's,
     in that order: theirs see the step's snapshot."""
-    from .trainer import SaveEveryEpoch
+    from .callbacks import SaveEveryEpoch
 
     callbacks: list = [SaveEveryEpoch(job.run_dir, on_saved=_epoch_saved(job.run_dir))]
     if method.uses_weighting:
@@ -480,7 +480,7 @@ def train(
     ``callbacks`` are added to the run's own; those that are ``trainer.TrainerAware`` are bound to the trainer.
     ``method_settings`` is the method's own settings object (its ``settings_class``), if it has one.
     """
-    from .trainer import PlannedStepsDone, StopWhenDone, TrainerAware, save_atomically
+    from .callbacks import PlannedStepsDone, StopWhenDone, TrainerAware, save_atomically
 
     method = check_request(data, model_cfg, train_cfg)
     run_dir = Path(train_cfg.output_dir)

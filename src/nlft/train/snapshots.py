@@ -24,8 +24,9 @@ from ..method.weighting import WeightingConfig
 from ..prompts import EncodedRecord
 from ..records import Record
 from ..runs import SALIENCY_DIR
+from .batches import eval_batches
+from .callbacks import TrainerAware
 from .probes import ProbeRecord, probe_records
-from .trainer import TrainerAware, eval_batches
 
 logger = logging.getLogger(__name__)
 
