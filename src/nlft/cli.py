@@ -143,6 +143,7 @@ def _data_make(args: argparse.Namespace) -> int:
     from .data.judging import JudgeOptions
     from .data.pipeline import make_dataset
     from .data.sampling import load_question_set
+    from .tasks import grader_for
 
     questions = load_question_set(args.questions, split=args.split, limit=args.limit)
     judge = JudgeOptions(
@@ -150,7 +151,7 @@ def _data_make(args: argparse.Namespace) -> int:
         model=_model_options(args, args.judge, prefix="judge_") if args.judge != "arithmetic" else None,
         prompt=args.judge_prompt,
         max_new_tokens=args.judge_max_new_tokens,
-        rule=args.rule,
+        rule=args.rule or "authors",  # the arithmetic judge reads numbers: the GSM8K rules
     )
     result = make_dataset(
         questions,
@@ -164,6 +165,7 @@ def _data_make(args: argparse.Namespace) -> int:
         samples=args.samples,
         templates=args.templates,
         system=args.system,
+        task=grader_for(args.questions),
         rule=args.rule,
         progress=_progress_enabled(args),
     )
@@ -394,7 +396,10 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
         "--system", default=None, help="system prompt instead of the template set's (the math expert prompt)"
     )
     g.add_argument(
-        "--rule", default="authors", choices=RULES, help="how the final answer is read for grading"
+        "--rule",
+        default=None,
+        help=f"how the final answer is read for grading: one of the task's rules (numeric tasks: {', '.join(RULES)}; "
+        "default authors)",
     )
 
 
@@ -913,7 +918,11 @@ def _register_compare(sub) -> None:
     p.add_argument("--protocol", default="paper", choices=PROTOCOLS)
     p.add_argument("--data", default="gsm8k:test", help="the --data the runs were evaluated on")
     p.add_argument("--tag", default=None, help="the --tag of the evaluations to compare")
-    p.add_argument("--rule", default="authors", choices=RULES, help="extraction rule to tabulate and plot")
+    p.add_argument(
+        "--rule",
+        default="authors",
+        help=f"grading rule to tabulate and plot, one of the evaluations' (numeric tasks: {', '.join(RULES)})",
+    )
     p.add_argument(
         "--labels",
         nargs="+",

@@ -168,6 +168,7 @@ def run_demo(options: DemoOptions | None = None, **kwargs) -> int:
         sampler=BackendOptions(model=MODEL, batch_size=o.batch_size, dtype="float32", device="cpu"),
         settings=SamplingSettings(max_new_tokens=MAX_NEW_TOKENS),
         judge=JudgeOptions(),
+        task=task,
         progress=o.progress,
     )
     print(sampled.summary())

@@ -263,6 +263,7 @@ def _data(o: ExperimentOptions, out: Path) -> dict[int, list]:
                 model=o.judge_model, base_url=o.judge_base_url, dtype=o.dtype, device=o.device
             ),
         ),
+        task=task,
         progress=o.progress,
     )
     subsets = nested_subsets(load_records(pool / "judged.jsonl"), o.sizes, parse_ratio(o.ratio), seed=0)
@@ -288,6 +289,7 @@ def _train_cell(o: ExperimentOptions, out: Path, cell: Cell, records: list) -> N
     args = [
         "--method", cell.method,
         "--data", str(out / "data" / f"size-{cell.size}" / "nlft.jsonl"),
+        "--task", o.task,
         "--model_name_or_path", o.model,
         "--output_dir", str(run),
         "--num_train_epochs", str(o.epochs),

@@ -95,21 +95,40 @@ def test_weights_one_and_no_extra_terms_is_sft():
 
 
 def test_record_loss_composition():
-    g = torch.Generator().manual_seed(0)
-    n = 10
-    p_base = torch.rand(n, generator=g, dtype=torch.float64).requires_grad_(True)
-    p_std = torch.rand(n, generator=g, dtype=torch.float64)
-    p_judge = torch.rand(n, generator=g, dtype=torch.float64)
-    hidden = torch.randn(n, 4, generator=g, dtype=torch.float64)
-    cfg = WeightingConfig()
+    """Every figure worked out by hand from docs/method.md sections 3, 4 and 6 (defaults, no clustering)."""
+    import math
+
+    cfg = WeightingConfig(cluster="off")
+    # A correct record of two tokens: the first confirmed (p_std 0.975 > c = 0.95), the second not.
+    p_base = torch.tensor([0.5, 0.25], dtype=torch.float64, requires_grad=True)
+    p_std = torch.tensor([0.975, 0.475], dtype=torch.float64)
+    hidden = torch.eye(2, dtype=torch.float64)
+    boost = 1 + ((0.975 - 0.95) / 0.05) ** 5  # 1 + ((p_std - c) / (1 - c))^5
+    other = (0.475 / 0.95) ** 0.6  # (p_std / c)^0.6
+    sft = -(math.log(0.5) + math.log(0.25)) / 2
+    weighted = -(boost * math.log(0.5) + other * math.log(0.25)) / 2
     c = record_loss(True, p_base, p_std, None, hidden, cfg, loss_scale=10)
-    assert c.loss.item() == pytest.approx(
-        10 * (-torch.log(p_base).mean() + correct_loss(p_base, p_std, hidden, cfg)).item()
-    )
+    assert c.loss.item() == pytest.approx(10 * (sft + weighted), rel=1e-12)
+
+    # A wrong record of 20 tokens, one blamed (p_judge/p_base = 4 and p_judge/p_std = 3.2, both > 1.5; 1/20 is
+    # under the 6% cutoff): unlikelihood 2*sigmoid(4 - 1.5) on log(1 - p_base); the rest keep p_std^0.5. No SFT term.
+    n = 20
+    p_base = torch.full((n,), 0.2, dtype=torch.float64)
+    p_std = torch.full((n,), 0.25, dtype=torch.float64)
+    p_judge = torch.full((n,), 0.005, dtype=torch.float64)
+    p_judge[0] = 0.8
+    hidden = torch.eye(n, dtype=torch.float64)
+    blamed = 2 / (1 + math.exp(-2.5))
+    expected = -(blamed * math.log(0.8) + (n - 1) * 0.5 * math.log(0.2)) / n
     w = record_loss(False, p_base, p_std, p_judge, hidden, cfg, loss_scale=10)
-    assert w.loss.item() == pytest.approx(10 * incorrect_loss(p_base, p_std, p_judge, hidden, cfg).item())
+    assert w.loss.item() == pytest.approx(10 * expected, rel=1e-12)
+    assert w.weights.salient.tolist() == [True] + [False] * (n - 1)
+
+    # incorrect_sft: judge adds -mean log P(y | X_judge) as the wrong record's SFT term (default loss scale 10).
     j = record_loss(False, p_base, p_std, p_judge, hidden, cfg, incorrect_sft="judge", p_judge_grad=p_judge)
-    assert j.sft.item() == pytest.approx(-torch.log(p_judge).mean().item())
+    judge_sft = -(math.log(0.8) + (n - 1) * math.log(0.005)) / n
+    assert j.sft.item() == pytest.approx(judge_sft, rel=1e-12)
+    assert j.loss.item() == pytest.approx(10 * (judge_sft + expected), rel=1e-12)
     with pytest.raises(ValueError, match="needs the X_judge"):
         record_loss(False, p_base, p_std, p_judge, hidden, cfg, incorrect_sft="judge")
 

@@ -39,6 +39,7 @@ def mini():
     return model.eval(), tokenizer
 
 
+@pytest.mark.slow
 def test_the_script_rebuilds_the_shipped_tokenizer(rebuilt, tmp_path):
     rebuilt.save_pretrained(tmp_path)
     shipped = json.loads((MINI_DIR / "tokenizer.json").read_text())
@@ -79,6 +80,7 @@ def test_the_shipped_config_is_the_scripts(script, rebuilt):
     assert log["settings"] == json.loads(json.dumps(dataclasses.asdict(script.Settings())))
 
 
+@pytest.mark.slow
 def test_the_first_pretraining_steps_are_rebuilt_exactly(script, rebuilt):
     """Deterministic pretraining: the script's first steps reproduce the shipped log's losses."""
     settings = script.Settings()
@@ -93,6 +95,7 @@ def test_the_first_pretraining_steps_are_rebuilt_exactly(script, rebuilt):
         assert row["loss"] == pytest.approx(logged["loss"], abs=1e-3)
 
 
+@pytest.mark.slow
 def test_mini_solves_some_problems_and_reads_the_standard_answer(mini):
     """The cheap properties: some test problems solved and some not (room for NLFT), and the standard answer
     in the prompt (X_std) makes the gold solution likelier than the question alone (X_base): the summed log

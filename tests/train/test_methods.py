@@ -81,7 +81,7 @@ def test_grpo_reward_pays_a_correct_final_answer_only_and_counts_the_tokens():
     got = reward(["q"] * 4, completions, reference=[gold] * 4, completion_ids=[[1, 2, 3], [4], [5, 6], [7]])
     assert got == [1.0, 0.0, 1.0, 1.0]
     assert reward.tokens == 7
-    strict = CorrectnessReward("strict")
+    strict = CorrectnessReward(rule="strict")
     assert strict(["q"] * 4, completions, reference=[gold] * 4) == [1.0, 0.0, 0.0, 1.0]
     reward(["q"], ["#### 3"], reference=["#### 3"], completion_ids=[[1, 2]])
     assert reward.tokens == 9
@@ -132,9 +132,10 @@ def test_grpo_trains_on_the_questions_and_records_its_costs(tmp_path):
 def test_grpo_settings_are_checked():
     import pytest
 
-    from nlft.train.methods import GRPOSettings
+    from nlft.train.methods import CorrectnessReward, GRPOSettings
 
     with pytest.raises(ValueError, match="at least 2"):
         GRPOSettings(grpo_num_generations=1)
-    with pytest.raises(ValueError, match="grpo_reward_rule"):
-        GRPOSettings(grpo_reward_rule="nearest")
+    # The reward rule is the task's: checked against it when the reward is made.
+    with pytest.raises(ValueError, match="unknown extraction rule 'nearest'"):
+        CorrectnessReward(rule="nearest")

@@ -141,15 +141,15 @@ def test_logs_carry_loss_parts_and_weight_statistics(tmp_path):
     logged = [h for h in result.log_history if "loss" in h]
     assert len(logged) == 2
     for h in logged:
-        for key in (
-            "sft_loss",
-            "nlft_loss",
-            "blamed_fraction",
-            "mean_weight_correct",
-            "mean_weight_incorrect",
-        ):
+        for key in ("sft_loss", "nlft_loss", "blamed_fraction", "mean_weight_correct", "mean_weight_incorrect"):
             assert key in h, key
-        assert 0.0 <= h["blamed_fraction"] <= 1.0
+        assert 0.0 <= h["blamed_fraction"] <= 1.0 and h["mean_weight_correct"] > 0
+        # The parts are the step's own: every record's loss is loss_scale (10) x (its SFT term + its weighted
+        # term), and the step's loss their mean, so it is 10 x (mean SFT part + mean NLFT part) and lies between
+        # the mean loss of its correct records and that of its wrong ones.
+        assert h["loss"] == pytest.approx(10 * (h["sft_loss"] + h["nlft_loss"]), rel=1e-3)
+        parts = sorted(h[k] for k in ("correct_loss", "incorrect_loss") if k in h)
+        assert parts[0] - 1e-3 <= h["loss"] <= parts[-1] + 1e-3
 
 
 def test_reference_probs_initial_scores_the_frozen_base(tmp_path):

@@ -18,6 +18,8 @@ from pathlib import Path
 from ..models.generation import BackendOptions, SamplingSettings, make_backend
 from ..models.loading import free_accelerator_memory
 from ..records import Question
+from ..tasks import Task
+from ..tasks.answers import NumericTask
 from .builder import BuildResult, build_dataset
 from .judging import JudgeOptions, JudgeSummary, judge_records, load_judge
 from .sampling import SampleSummary, sample_questions
@@ -59,7 +61,8 @@ def make_dataset(
     samples: int = 1,
     templates: str | Path | None = "math",
     system: str | None = None,
-    rule: str = "authors",
+    task: Task | None = None,
+    rule: str | None = None,
     progress: bool = True,
 ) -> MakeResult:
     """Sample with ``sampler`` and ``settings``, judge with ``judge``, build ``size`` records at ``ratio``.
@@ -81,6 +84,9 @@ def make_dataset(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {out}: is a file, not a folder")
+    task = task or NumericTask()
+    rule = rule or task.default_rule
+    task.check_rule(rule)
     template_set = TemplateSet.load(templates)
     stamp = sample_stamp(sampler.describe(), settings, template_set, system, rule)
     check_same_settings(
@@ -91,7 +97,7 @@ def make_dataset(
     check_same_settings(first, judge_stamp(judge), out / JUDGED_FILE, "judgments")
     sampled, judged = sample_and_judge(
         questions, out, sampler=sampler, settings=settings, judge=judge, samples=samples, templates=templates,
-        system=system, rule=rule, progress=progress,
+        system=system, task=task, rule=rule, progress=progress,
     )  # fmt: skip
     try:
         built = build_dataset(
@@ -115,7 +121,8 @@ def sample_and_judge(
     samples: int = 1,
     templates: str | Path | None = "math",
     system: str | None = None,
-    rule: str = "authors",
+    task: Task | None = None,
+    rule: str | None = None,
     progress: bool = True,
 ) -> tuple[SampleSummary, JudgeSummary]:
     """Steps 1 and 2: ``OUT/samples.jsonl`` and ``OUT/judged.jsonl``, each resumed from its file. The sampling
@@ -128,6 +135,7 @@ def sample_and_judge(
         samples=samples,
         templates=templates,
         system=system,
+        task=task,
         rule=rule,
         provenance=sampler.describe(),
         progress=progress,

@@ -6,7 +6,7 @@ asked under the X_base prompt of a template set, through the same rendering path
 responses are exactly of the kind NLFT later trains on. Back-ends: ``hf`` (transformers, batched) or ``openai``
 (any OpenAI-compatible server: OpenAI, vLLM, SGLang).
 
-Every answer is graded against the question's gold answer (``nlft.tasks.answers.grade``) and written at once, as a
+Every answer is graded against the question's gold answer (by its task, ``nlft.tasks``) and written at once, as a
 ``Record`` with a stable id ``<question id>-s<k>``, to an append-only JSONL (``AppendLog``). Rerunning the same
 command skips finished samples, so a run killed at any moment resumes where it stopped and every sample ends up
 in the file exactly once. Requests that fail for good are listed in ``<out>.failed.jsonl`` and retried by the
@@ -35,7 +35,8 @@ from ..models.generation import (
 )
 from ..prompts import TemplateSet
 from ..records import Problem, Question, Record, RecordError, load_questions
-from ..tasks.answers import RULES, grade, question_gold
+from ..tasks import Task, grader_for
+from ..tasks.answers import NumericTask
 
 logger = logging.getLogger(__name__)
 
@@ -61,15 +62,15 @@ def load_question_set(
     return questions[:limit] if limit is not None else questions
 
 
-def check_gradable(questions: Sequence[Question], source: str) -> None:
-    """Every question must have a gold number and a unique id: all that don't are reported at once."""
+def check_gradable(questions: Sequence[Question], source: str, task: Task) -> None:
+    """Every question must have a gold answer (by ``task``) and a unique id: all that don't are reported at once."""
     problems, seen = [], set()
     for q in questions:
         if q.id in seen:
             problems.append(Problem(source, "", "id", f"duplicate id '{q.id}'", q.id))
         seen.add(q.id)
         try:
-            question_gold(q)
+            task.gold(q)
         except ValueError as exc:
             problems.append(Problem(source, "", "reference", str(exc), q.id))
     if problems:
@@ -187,7 +188,7 @@ def run_sample(
     samples: int = 1,
     templates: str | Path | None = "math",
     system: str | None = None,
-    rule: str = "authors",
+    rule: str | None = None,
     progress: bool = True,
 ) -> SampleSummary:
     """``nlft sample``: everything that can be refused is refused before the model loads — the output path (a
@@ -199,12 +200,13 @@ def run_sample(
         raise ValueError(f"--limit must be at least 1, got {limit}")
     if samples < 1:
         raise ValueError(f"--samples must be at least 1, got {samples}")
-    if rule not in RULES:
-        raise ValueError(f"unknown extraction rule '{rule}' (choose from {', '.join(RULES)})")
+    task = grader_for(source)
+    rule = rule or task.default_rule
+    task.check_rule(rule)
     questions = load_question_set(source, split=split, limit=limit, skip_invalid=skip_invalid)
     if not questions:
         raise ValueError(f"{source}: no questions (split {split})")
-    check_gradable(questions, str(source))
+    check_gradable(questions, str(source), task)
     template_set = TemplateSet.load(templates)
     stamp = sample_stamp(backend.describe(), settings, template_set, system, rule)
     existing = AppendLog.peek(out)
@@ -217,6 +219,7 @@ def run_sample(
         samples=samples,
         templates=template_set,
         system=system,
+        task=task,
         rule=rule,
         provenance=backend.describe(),
         progress=progress,
@@ -231,12 +234,14 @@ def sample_questions(
     samples: int = 1,
     templates: str | Path | TemplateSet | None = "math",
     system: str | None = None,
-    rule: str = "authors",
+    task: Task | None = None,
+    rule: str | None = None,
     provenance: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> SampleSummary:
     """Sample ``samples`` responses per question with ``backend`` (an ``HFBackend`` or ``OpenAIBackend``) and append
-    them, graded, to ``out``. Samples already there are skipped.
+    them, graded by ``task`` (default: numeric answers, the GSM8K way) with its ``rule``, to ``out``. Samples
+    already there are skipped.
 
     ``provenance`` (default: read off the back-end, e.g. ``BackendOptions.describe()``) is stored on every
     record with the sampling settings; a rerun whose settings differ is refused."""
@@ -247,11 +252,12 @@ def sample_questions(
         raise ValueError(
             "several samples per question need a temperature above 0 (greedy decoding repeats itself)"
         )
-    if rule not in RULES:
-        raise ValueError(f"unknown extraction rule '{rule}' (choose from {', '.join(RULES)})")
+    task = task or NumericTask()
+    rule = rule or task.default_rule
+    task.check_rule(rule)
     template_set = TemplateSet.load(templates)
     out = Path(out)
-    check_gradable(questions, "questions")
+    check_gradable(questions, "questions", task)
 
     stamp = sample_stamp(provenance or describe_backend(backend), settings, template_set, system, rule)
 
@@ -278,7 +284,7 @@ def sample_questions(
         counts = {"correct": 0, "wrong": 0, "failed": 0}
         for request, completion in _generate(backend, requests, pending, log):
             q, k, system_text = by_key[request.key]
-            row = _sample_row(request.key, q, k, system_text, completion, template_set, rule, stamp)
+            row = _sample_row(request.key, q, k, system_text, completion, template_set, task, rule, stamp)
             if isinstance(row, str):
                 failures.append(
                     {"id": request.key, "question_id": q.id, "error": row, "attempts": completion.attempts}
@@ -353,6 +359,7 @@ def _sample_row(
     system_text: str,
     completion: Completion,
     templates: TemplateSet,
+    task: Task,
     rule: str,
     stamp: dict[str, Any],
 ) -> dict | str:
@@ -361,7 +368,7 @@ def _sample_row(
         return completion.error or "no text"
     if not completion.text.strip():
         return "empty response"
-    result = grade(completion.text, question_gold(q), rule)
+    result = task.grade(completion.text, q, rule)
     record = Record(
         id=key,
         question=q.question,

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from ..records import Problem, Record, RecordError, Row, iter_rows
+from ..records import Problem, Question, Record, RecordError, Row, iter_rows
 from ..tasks import task_names
-from ..tasks.answers import grade
+from ..tasks.gsm8k import GSM8KTask
 
 IMPORT_SOURCES = ("mathcritique", "mathdial", "gsm8k-gold", "gold")
 
@@ -60,6 +60,7 @@ def from_mathcritique(path: str | Path, *, only_wrong: bool = True) -> Iterator[
     problems: list[Problem] = []
     records: list[Record] = []
     seen: dict[str, str] = {}
+    gsm8k = GSM8KTask()  # MathCritique's questions are GSM8K's: its grader says which answers are right
     names = ("id", "question", "model_answer", "critique", "gold_answer")
     for row, (rid, question, answer, critique, gold) in _valid_rows(path, names, problems):
         if rid in seen:
@@ -69,7 +70,7 @@ def from_mathcritique(path: str | Path, *, only_wrong: bool = True) -> Iterator[
             continue
         seen[rid] = row.location
         try:
-            right = grade(answer, gold).correct
+            right = gsm8k.grade(answer, Question(rid, question, gold)).correct
         except ValueError as exc:
             problems.append(Problem(row.source, row.location, "gold_answer", str(exc), rid))
             continue

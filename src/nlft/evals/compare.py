@@ -24,7 +24,6 @@ from typing import Any
 from ..files import read_json
 from ..jsonl import atomic_write_bytes, atomic_write_text
 from ..runs import EVAL_DIR, load_run
-from ..tasks.answers import RULES
 from .questions import data_name
 from .summary import RULE_NAMES, curve_rows, epoch_sort_key, epoch_text, percent
 
@@ -120,8 +119,14 @@ def markdown_table(curves: Sequence[Curve], rule: str, title: str) -> str:
     return "\n".join(lines)
 
 
+def curve_rules(curves: Sequence[Curve]) -> list[str]:
+    """The grading rules the curves' evaluations report (their task's), in order."""
+    return list(dict.fromkeys(rule for c in curves for row in c.rows for rule in row["rules"]))
+
+
 def csv_text(curves: Sequence[Curve]) -> str:
     buf = io.StringIO()
+    rules = curve_rules(curves)
     fields = [
         "run",
         "label",
@@ -131,8 +136,8 @@ def csv_text(curves: Sequence[Curve]) -> str:
         "questions",
         "done",
         "seeds",
-        *RULES,
-        *(f"{r}_std" for r in RULES),
+        *rules,
+        *(f"{r}_std" for r in rules),
     ]
     writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
@@ -148,7 +153,11 @@ def csv_text(curves: Sequence[Curve]) -> str:
                     "questions": row["questions"],
                     "done": row["done"],
                     "seeds": row["seeds"],
-                    **{k: "" if row[k] is None else f"{row[k]:.6f}" for r in RULES for k in (r, f"{r}_std")},
+                    **{
+                        k: "" if row.get(k) is None else f"{row[k]:.6f}"
+                        for r in rules
+                        for k in (r, f"{r}_std")
+                    },
                 }
             )
     return buf.getvalue()
@@ -201,7 +210,7 @@ def plot_png(curves: Sequence[Curve], rule: str, title: str) -> bytes:
         )
         top = max(top, *(a + b for a, b in zip(y, err)))
     ax.set_xlabel("Epoch")
-    ax.set_ylabel(f"Accuracy (%), {RULE_NAMES[rule]}")
+    ax.set_ylabel(f"Accuracy (%), {RULE_NAMES.get(rule, rule)}")
     ax.set_title(title)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     # Room above the best point for the legend (a 0-100 scale would flatten the differences that matter), and a
@@ -230,14 +239,14 @@ def compare(
     title: str | None = None,
 ) -> dict[str, Path]:
     """Write ``comparison.{md,csv,png}`` into ``out``; returns their paths."""
-    if rule not in RULES:
-        raise ValueError(f"rule '{rule}': choose from {', '.join(RULES)}")
     if labels and len(labels) != len(runs):
         raise ValueError(f"--labels: {len(labels)} labels for {len(runs)} runs")
     curves = [
         load_curve(r, protocol, data, tag=tag, label=labels[i] if labels else None)
         for i, r in enumerate(runs)
     ]
+    if rule not in curve_rules(curves):
+        raise ValueError(f"rule '{rule}': choose from {', '.join(curve_rules(curves))}")
     name = data_name(data)
     what = f"GSM8K {name}" if data.startswith("gsm8k:") or name in ("test", "train") else name
     sizes = {r["questions"] for c in curves for r in c.rows}
@@ -249,7 +258,9 @@ def compare(
         "csv": out / f"{OUTPUT_NAME}.csv",
         "png": out / f"{OUTPUT_NAME}.png",
     }
-    atomic_write_text(paths["md"], markdown_table(curves, rule, f"{title}, {RULE_NAMES[rule]}, %") + "\n")
+    atomic_write_text(
+        paths["md"], markdown_table(curves, rule, f"{title}, {RULE_NAMES.get(rule, rule)}, %") + "\n"
+    )
     atomic_write_text(paths["csv"], csv_text(curves))
     atomic_write_bytes(paths["png"], plot_png(curves, rule, title))
     return paths

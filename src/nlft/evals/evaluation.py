@@ -28,7 +28,6 @@ from ..models.generation import BackendOptions, Request, SamplingSettings, make_
 from ..models.loading import free_accelerator_memory
 from ..records import Question
 from ..runs import EVAL_DIR, Checkpoint, Run
-from ..tasks.answers import RULES
 from .protocols import LM_EVAL_FEWSHOT_SEED, PROTOCOLS, PaperProtocol, make_protocol
 from .questions import EvalData, load_eval_data
 from .summary import _fmt_acc, curve_rows, item_key, markdown_curve, score_row, summarize
@@ -165,7 +164,8 @@ def evaluate(
     with AppendLog(out / ITEMS_FILE, key="key") as log:
         resumed = sum(1 for k in keys if k in log)
         done_rows = [log.get(k) for k in keys if k in log]
-        right = Counter(rule for r in done_rows for rule in RULES if r["correct"][rule])
+        rules = data.task.rules
+        right = Counter(rule for r in done_rows for rule in rules if r["correct"][rule])
         bar = tqdm(
             total=len(keys),
             initial=resumed,
@@ -178,7 +178,7 @@ def evaluate(
         def show() -> None:
             n = max(1, len(done_rows))
             bar.set_postfix_str(
-                " ".join(f"{rule}={100 * right[rule] / n:.1f}%" for rule in RULES), refresh=False
+                " ".join(f"{rule}={100 * right[rule] / n:.1f}%" for rule in rules), refresh=False
             )
 
         show()
@@ -207,11 +207,11 @@ def evaluate(
                     errors.append(f"{request.key}: {completion.error}")
                     bar.update(1)
                     continue
-                row = score_row(by_key[request.key], seed, completion)
+                row = score_row(by_key[request.key], seed, completion, data.task)
                 log.append(row)
                 generated += 1
                 done_rows.append(row)
-                right.update(rule for rule in RULES if row["correct"][rule])
+                right.update(rule for rule in rules if row["correct"][rule])
                 show()
                 bar.update(1)
         bar.close()
@@ -226,7 +226,7 @@ def evaluate(
         "seeds": [s for s in seeds if s is not None],
         "decoding": decoding,
         **{k: v for k, v in protocol.fingerprint().items() if k not in ("protocol", "prompt")},
-        **summarize(rows, keys, seeds),
+        **summarize(rows, keys, seeds, rules),
         "this_run": {
             "generated": generated,
             "resumed": resumed,

@@ -5,13 +5,13 @@ file), and the names result folders take from them.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..records import Problem, Question, iter_rows, validate_question
-from ..tasks import SAMPLE_QUESTIONS_SPEC, get_task, task_names
-from ..tasks.answers import question_gold
-from ..tasks.gsm8k import HUB_ID, load_gsm8k
+from ..tasks import SAMPLE_QUESTIONS_SPEC, Task, get_task, task_names
+from ..tasks.answers import NumericTask
+from ..tasks.gsm8k import HUB_ID, GSM8KTask, load_gsm8k
 
 
 @dataclass
@@ -21,20 +21,14 @@ class EvalData:
     spec: str
     name: str
     questions: list[Question]
+    task: Task = field(default_factory=NumericTask)  # what grades the answers (a question file: numeric)
 
 
-def _gold_or_none(question: Question) -> str | None:
+def _gold_or_none(question: Question, task: Task) -> str | None:
     try:
-        return question_gold(question)
+        return task.gold(question)
     except ValueError:
         return None
-
-
-def _gold_text(question: Question) -> str:
-    """What answers are graded against: the solution itself where it has ``#### N`` (lm-eval compares with the
-    text after its last ``#### ``), else the gold number."""
-    ref = question.reference
-    return ref if ref is not None and "####" in ref else str(question_gold(question))
 
 
 def load_question_file(path: str | Path, *, need: str = "gold") -> list[Question]:
@@ -48,7 +42,7 @@ def load_question_file(path: str | Path, *, need: str = "gold") -> list[Question
         if question is None:
             return None, problems
         field_name = next((n for n in ("reference", "answer") if n in row.data), "answer")
-        if need == "gold" and _gold_or_none(question) is None:
+        if need == "gold" and _gold_or_none(question, NumericTask()) is None:
             what = (
                 "missing" if question.reference is None else f"no number in it ({question.reference[-40:]!r})"
             )
@@ -102,13 +96,15 @@ def load_eval_data(spec: str, gsm8k_dir: str | Path | None = None, *, need: str 
     if spec == SAMPLE_QUESTIONS_SPEC:
         from ..tasks.gsm8k import SAMPLE_GSM8K_TEST
 
-        return EvalData(spec, data_name(spec), load_gsm8k("test", SAMPLE_GSM8K_TEST))
+        return EvalData(
+            spec, data_name(spec), load_gsm8k("test", SAMPLE_GSM8K_TEST), GSM8KTask(SAMPLE_GSM8K_TEST)
+        )
     if spec.startswith("gsm8k:"):
         split = spec.split(":", 1)[1]
         if not split:
             raise ValueError(f"--data {spec}: name a split, e.g. gsm8k:test")
         try:
-            return EvalData(spec, data_name(spec), load_gsm8k(split, gsm8k_dir))
+            return EvalData(spec, data_name(spec), load_gsm8k(split, gsm8k_dir), GSM8KTask(gsm8k_dir))
         except ConnectionError as exc:
             raise FileNotFoundError(
                 f"--data {spec}: could not fetch {HUB_ID} ({exc}); pass --gsm8k-dir, a folder with {split}.jsonl"
@@ -117,7 +113,7 @@ def load_eval_data(spec: str, gsm8k_dir: str | Path | None = None, *, need: str 
     if split and task_name in task_names():  # another task's split, e.g. mini-math:test
         task = get_task(task_name)
         task.check_split(split)
-        return EvalData(spec, data_name(spec), task.load(split))
+        return EvalData(spec, data_name(spec), task.load(split), task)
     path = Path(spec)
     if not path.exists() and "/" in spec and not spec.endswith((".json", ".jsonl")):
         questions = load_question_file(spec, need=need)  # a hub dataset id

@@ -10,20 +10,21 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..models.generation import Completion
-from ..tasks.answers import LM_EVAL_RULES, RULES, grade
+from ..tasks import Task
+from ..tasks.answers import LM_EVAL_RULES, RULES
 from .protocols import Prompted
-from .questions import _gold_text
 
 
 def item_key(question_id: str, seed: int | None) -> str:
     return question_id if seed is None else f"{question_id}@seed{seed}"
 
 
-def score_row(prompted: Prompted, seed: int | None, completion: Completion) -> dict[str, Any]:
-    """One line of ``items.jsonl``: the question, gold, response, what each rule extracted and whether it is right."""
+def score_row(prompted: Prompted, seed: int | None, completion: Completion, task: Task) -> dict[str, Any]:
+    """One line of ``items.jsonl``: the question, gold, response, what each of ``task``'s rules extracted and
+    whether it is right."""
     q = prompted.question
     text = completion.text or ""
-    g = grade(text, _gold_text(q))
+    g = task.grade(text, q)
     return {
         "key": item_key(q.id, seed),
         "id": q.id,
@@ -39,51 +40,54 @@ def score_row(prompted: Prompted, seed: int | None, completion: Completion) -> d
     }
 
 
-def accuracy(rows: Sequence[dict]) -> dict[str, float | None]:
+def accuracy(rows: Sequence[dict], rules: Sequence[str] = RULES) -> dict[str, float | None]:
     """The fraction right by each rule (None for no rows)."""
     n = len(rows)
-    return {rule: (sum(bool(r["correct"][rule]) for r in rows) / n if n else None) for rule in RULES}
+    return {rule: (sum(bool(r["correct"][rule]) for r in rows) / n if n else None) for rule in rules}
 
 
-def summarize(rows: Sequence[dict], keys: Sequence[str], seeds: Sequence[int | None]) -> dict[str, Any]:
-    """Accuracy per rule over the items in ``keys`` that are done; per seed, mean and spread with several seeds."""
+def summarize(
+    rows: Sequence[dict], keys: Sequence[str], seeds: Sequence[int | None], rules: Sequence[str] = RULES
+) -> dict[str, Any]:
+    """Accuracy by each of ``rules`` (the task's) over the items in ``keys`` that are done; per seed, mean and
+    spread with several seeds."""
     by_key = {r["key"]: r for r in rows}
     done = [by_key[k] for k in keys if k in by_key]
     out: dict[str, Any] = {
         "items": len(keys),
         "done": len(done),
         "complete": len(done) == len(keys),
-        "correct": {rule: sum(bool(r["correct"][rule]) for r in done) for rule in RULES},
+        "correct": {rule: sum(bool(r["correct"][rule]) for r in done) for rule in rules},
     }
     per_seed = []
     for seed in seeds:
         seed_rows = [r for r in done if r["seed"] == seed]
-        per_seed.append({"seed": seed, "done": len(seed_rows), "accuracy": accuracy(seed_rows)})
+        per_seed.append({"seed": seed, "done": len(seed_rows), "accuracy": accuracy(seed_rows, rules)})
     if len(seeds) > 1:
         out["per_seed"] = per_seed
         scored = [s["accuracy"] for s in per_seed if s["done"]]
         out["accuracy"] = {
-            rule: statistics.fmean(a[rule] for a in scored) if scored else None for rule in RULES
+            rule: statistics.fmean(a[rule] for a in scored) if scored else None for rule in rules
         }
         # The sample standard deviation across seeds (n - 1 in the denominator).
         out["accuracy_std"] = {
-            rule: statistics.stdev(a[rule] for a in scored) if len(scored) > 1 else None for rule in RULES
+            rule: statistics.stdev(a[rule] for a in scored) if len(scored) > 1 else None for rule in rules
         }
     else:
-        out["accuracy"] = per_seed[0]["accuracy"] if per_seed else accuracy([])
-    # lm-eval's own exact-match scoring of its two filters (string comparison), over all items done.
-    out["lm_eval_exact_match"] = {
-        rule: (sum(bool(r["lm_eval_correct"][rule]) for r in done) / len(done) if done else None)
-        for rule in LM_EVAL_RULES
-    }
+        out["accuracy"] = per_seed[0]["accuracy"] if per_seed else accuracy([], rules)
+    if set(LM_EVAL_RULES) <= set(rules):
+        # lm-eval's own exact-match scoring of its two filters (string comparison), over all items done.
+        out["lm_eval_exact_match"] = {
+            rule: (sum(bool(r["lm_eval_correct"][rule]) for r in done) / len(done) if done else None)
+            for rule in LM_EVAL_RULES
+        }
     out["finish_reasons"] = dict(sorted(Counter(str(r.get("finish_reason")) for r in done).items()))
     return out
 
 
 def _fmt_acc(acc: dict[str, float | None], std: dict[str, float | None] | None = None) -> str:
     parts = []
-    for rule in RULES:
-        value = acc[rule]
+    for rule, value in acc.items():
         text = "  -  " if value is None else f"{100 * value:5.1f}%"
         if std is not None and std[rule] is not None:
             text += f" ± {100 * std[rule]:.1f}"
@@ -116,7 +120,8 @@ def curve_rows(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             "seeds": len(s.get("seeds") or []) or 1,
         }
         std = s.get("accuracy_std") or {}
-        for rule in RULES:
+        row["rules"] = list(s["accuracy"])
+        for rule in s["accuracy"]:
             row[rule] = s["accuracy"][rule]
             row[f"{rule}_std"] = std.get(rule)
         rows.append(row)
@@ -137,16 +142,17 @@ def epoch_text(epoch: float | None) -> str:
 
 
 def markdown_curve(rows: Sequence[dict[str, Any]], title: str) -> str:
-    """One run: a row per checkpoint, a column per rule."""
+    """One run: a row per checkpoint, a column per rule (the task's)."""
+    rules = rows[0]["rules"] if rows else list(RULES)
     lines = [
         f"**{title}** (accuracy, %)",
         "",
-        "| epoch | checkpoint | questions | " + " | ".join(RULE_NAMES[r] for r in RULES) + " |",
-        "|---:|---|---:|" + "---:|" * len(RULES),
+        "| epoch | checkpoint | questions | " + " | ".join(RULE_NAMES.get(r, r) for r in rules) + " |",
+        "|---:|---|---:|" + "---:|" * len(rules),
     ]
     for row in rows:
         n = f"{row['done']}/{row['items']}" if not row["complete"] else str(row["items"])
-        cells = [percent(row[r], row[f"{r}_std"]) for r in RULES]
+        cells = [percent(row.get(r), row.get(f"{r}_std")) for r in rules]
         lines.append(
             f"| {epoch_text(row['epoch'])} | {row['checkpoint']} | {n} | " + " | ".join(cells) + " |"
         )

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from ..records import Question
+from .base import Grade, Task
 
 RULES = ("strict", "flexible", "authors")
 
@@ -144,35 +144,6 @@ def same_number(prediction: str | None, gold: str | None) -> bool:
 LM_EVAL_RULES = ("strict", "flexible")
 
 
-@dataclass(frozen=True)
-class Grade:
-    """An answer graded against the gold number by every rule; ``correct`` follows the chosen rule.
-
-    ``matches`` compares the extracted number with the gold one as values (``"18.0"`` equals ``"18"``).
-    ``lm_eval`` is lm-eval's own scoring of its two filters, an exact string match after its normalisation
-    (``"18.0"`` does not equal ``"18"``), so that results can be set beside published lm-eval numbers.
-    """
-
-    gold: str
-    extracted: dict[str, str | None]
-    matches: dict[str, bool]
-    rule: str
-    lm_eval: dict[str, bool]
-
-    @property
-    def correct(self) -> bool:
-        return self.matches[self.rule]
-
-    def to_dict(self) -> dict:
-        return {
-            "gold": self.gold,
-            "extracted": self.extracted,
-            "matches": self.matches,
-            "lm_eval": self.lm_eval,
-            "rule": self.rule,
-        }
-
-
 def grade(response: str, gold: str, rule: str = "authors") -> Grade:
     """Grade ``response`` against a gold number (or a gold solution ending in ``#### N``) by every rule."""
     if rule not in EXTRACTORS:
@@ -202,3 +173,26 @@ def question_gold(question: Question) -> str:
     if to_decimal(ref) is None:
         raise ValueError("the reference answer is not a number and has no '#### <number>' line")
     return normalize_number(ref) or ""
+
+
+def gold_text(question: Question) -> str:
+    """What a response is graded against: the reference solution itself where it has ``#### N`` (lm-eval compares
+    with the text after its last ``#### ``), else the gold number (``question_gold``)."""
+    ref = question.reference
+    return ref if ref is not None and "####" in ref else question_gold(question)
+
+
+class NumericTask(Task):
+    """A task whose answers are numbers, written the GSM8K way (``#### N``) and graded by the rules above.
+    ``gsm8k`` and ``mini-math`` are two; a question file names no task and is graded as one of these."""
+
+    name = "numeric"
+    description = "numeric final answers ('#### N'), graded by the GSM8K rules"
+    rules = RULES
+    default_rule = "authors"
+
+    def gold(self, question: Question) -> str:
+        return question_gold(question)
+
+    def grade(self, response: str, question: Question, rule: str | None = None) -> Grade:
+        return grade(response, gold_text(question), rule or self.default_rule)

@@ -7,15 +7,14 @@ from pathlib import Path
 
 from .. import resource_path
 from ..records import Problem, Question, RecordError, Row, iter_rows
-from .answers import gold_answer
-from .base import Task
+from .answers import NumericTask, gold_answer
 
 HUB_ID = "openai/gsm8k"
 # The first 50 GSM8K test questions, shipped in the package (``nlft:sample`` as a question set).
 SAMPLE_GSM8K_TEST = resource_path("sample", "gsm8k_test_sample.jsonl")
 
 
-class GSM8KTask(Task):
+class GSM8KTask(NumericTask):
     name = "gsm8k"
     description = "GSM8K grade-school math word problems (the hub dataset openai/gsm8k, or a local folder)"
 

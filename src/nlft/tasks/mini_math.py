@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 from ..records import Question
-from .base import Task
+from .answers import NumericTask
 
 NAMES = [
     ("Mia", "she"), ("Leo", "he"), ("Ava", "she"), ("Sam", "he"), ("Noah", "he"), ("Emma", "she"),
@@ -375,7 +375,7 @@ def as_question(problem: Problem, split: str, index: int) -> Question:
 
 
 @dataclass
-class MiniMathTask(Task):
+class MiniMathTask(NumericTask):
     name = "mini-math"
     description = "the project's synthetic GSM8K-style word problems (1-4 steps), for nlft:mini"
     difficulty: Difficulty = field(default_factory=Difficulty)

@@ -24,6 +24,7 @@ from trl import ModelConfig as TrlModelConfig
 
 from ..method.weighting import WeightingConfig
 from ..models.loading import DTYPES
+from ..tasks import task_names
 from .methods import METHODS, settings_classes
 from .reference import REFERENCE_PROBS, check_reference_probs
 
@@ -44,6 +45,14 @@ class DataConfig:
             + "; ".join(f"{m.name}: {m.help}" for m in METHODS.values())
             + ".",
             "choices": list(METHODS),
+        },
+    )
+    task: str = field(
+        default="gsm8k",
+        metadata={
+            "help": "The task whose grader scores answers during training (the reward of on-policy methods such as "
+            "grpo): its gold answers are the records' references. gsm8k and mini-math both grade '#### N' numbers.",
+            "choices": list(task_names()),
         },
     )
     templates: str = field(

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..prompts import EncodedRecord
+from ..tasks import Task, get_task
 
 logger = logging.getLogger(__name__)
 
@@ -206,14 +207,14 @@ class GRPOSettings:
             "help": "epochs of SFT on the questions' gold solutions before the RL (ReFT's warm-up); 0: none"
         },
     )
-    grpo_reward_rule: str = field(
-        default="authors",
-        metadata={"help": "answer-extraction rule of the correctness reward (as in nlft eval)"},
+    grpo_reward_rule: str | None = field(
+        default=None,
+        metadata={
+            "help": "grading rule of the correctness reward, one of the --task's (numeric: authors, the default)"
+        },
     )
 
     def __post_init__(self) -> None:
-        from ..tasks.answers import RULES
-
         if self.grpo_num_generations < 2:
             raise ValueError(
                 f"--grpo_num_generations must be at least 2 (GRPO compares a group), got {self.grpo_num_generations}"
@@ -226,27 +227,31 @@ class GRPOSettings:
             raise ValueError(f"--grpo_temperature must be above 0, got {self.grpo_temperature}")
         if self.grpo_beta < 0 or self.grpo_warmup_epochs < 0:
             raise ValueError("--grpo_beta and --grpo_warmup_epochs must be at least 0")
-        if self.grpo_reward_rule not in RULES:
-            raise ValueError(
-                f"--grpo_reward_rule must be one of {', '.join(RULES)}, not {self.grpo_reward_rule!r}"
-            )
 
 
 class CorrectnessReward:
-    """trl reward function: 1.0 where a completion's final answer equals the question's gold answer, else 0.0
-    (graded as ``nlft eval`` grades). Counts the tokens it is shown: the tokens generated, for the cost table."""
+    """trl reward function: 1.0 where a completion is right by ``task``'s grader against the question's standard
+    answer, else 0.0 (graded as ``nlft eval`` grades). Counts the tokens it is shown: the tokens generated, for
+    the cost table."""
 
-    def __init__(self, rule: str = "authors"):
-        self.rule = rule
+    def __init__(self, task: Task | None = None, rule: str | None = None):
+        from ..tasks.answers import NumericTask
+
+        self.task = task or NumericTask()
+        self.rule = rule or self.task.default_rule
+        self.task.check_rule(self.rule)
         self.tokens = 0
         self.__name__ = "correct"  # trl names the reward's logged metrics after it
 
     def __call__(self, prompts, completions, reference, completion_ids=None, **_) -> list[float]:
-        from ..tasks.answers import grade
+        from ..records import Question
 
         if completion_ids is not None:
             self.tokens += sum(len(ids) for ids in completion_ids)
-        return [float(grade(c, ref, self.rule).correct) for c, ref in zip(completions, reference)]
+        return [
+            float(self.task.grade(c, Question("reward", "", ref), self.rule).correct)
+            for c, ref in zip(completions, reference)
+        ]
 
 
 def grpo_prompts(job: TrainingJob) -> list[dict[str, str]]:
@@ -319,7 +324,7 @@ class GRPOMethod(Method):
             )
         return GRPOTrainer(
             model=job.model,
-            reward_funcs=[CorrectnessReward(settings.grpo_reward_rule)],
+            reward_funcs=[CorrectnessReward(get_task(job.data.task), settings.grpo_reward_rule)],
             args=config,
             train_dataset=datasets.Dataset.from_list(prompts),
             processing_class=job.tokenizer,
