@@ -7,7 +7,7 @@ environment (`pip install lm-eval`; the harness itself, no model back-end) and a
 
 1. Prompts: lm-eval's own gsm8k task (its shipped gsm8k.yaml, with the dataset pointed at the local JSONL files)
    builds the 5-shot contexts of the first test questions with its default few-shot seed; they are compared
-   with `LmEvalProtocol` and, with --write-fixture, stored for tests/test_evaluation.py.
+   with `LmEvalProtocol` and, with --write-fixture, stored for tests/evals/test_evaluation.py.
 2. Grading: lm-eval's strict-match and flexible-extract filters and its exact_match metric, configured from the
    same YAML, score tests/fixtures/gsm8k_tricky.jsonl and every solution in GSM8K's example_model_solutions.jsonl
    (with '#### N' and stop-string variants); `nlft.tasks.answers.grade` must agree on every one.

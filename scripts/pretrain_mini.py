@@ -20,7 +20,7 @@ threads). It builds, in order:
    to improve it).
 
 The model folder gets ``pretrain.json``: the settings, the training log (loss per step, test accuracy at each
-evaluation) and the time taken. ``tests/test_mini.py`` rebuilds the tokenizer and the first steps from here.
+evaluation) and the time taken. ``tests/models/test_mini.py`` rebuilds the tokenizer and the first steps from here.
 """
 
 from __future__ import annotations

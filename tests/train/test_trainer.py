@@ -141,7 +141,13 @@ def test_logs_carry_loss_parts_and_weight_statistics(tmp_path):
     logged = [h for h in result.log_history if "loss" in h]
     assert len(logged) == 2
     for h in logged:
-        for key in ("sft_loss", "nlft_loss", "blamed_fraction", "mean_weight_correct", "mean_weight_incorrect"):
+        for key in (
+            "sft_loss",
+            "nlft_loss",
+            "blamed_fraction",
+            "mean_weight_correct",
+            "mean_weight_incorrect",
+        ):
             assert key in h, key
         assert 0.0 <= h["blamed_fraction"] <= 1.0 and h["mean_weight_correct"] > 0
         # The parts are the step's own: every record's loss is loss_scale (10) x (its SFT term + its weighted

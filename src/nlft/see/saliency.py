@@ -1,7 +1,7 @@
 """``nlft saliency``: score records with a model (or read a training snapshot) and write the saliency report.
 
 Every response token is coloured by how NLFT weighs it. The weights come from ``weighting.token_weights`` through
-``views.record_view``; the scores from ``trainer.batch_scores`` (the trainer's own scoring), so a report shows
+``views.record_view``; the scores from ``train.scores.batch_scores`` (the trainer's own scoring), so a report shows
 what training would do with these records. ``visualisation`` renders the page.
 """
 
@@ -40,7 +40,7 @@ def score_records(
     chunk_size: int = 1024,
     progress: bool = True,
 ) -> list[ProbeRecord]:
-    """Score ``encoded`` with ``model`` as the trainer does (``trainer.batch_scores``), in eval mode.
+    """Score ``encoded`` with ``model`` as the trainer does (``train.scores.batch_scores``), in eval mode.
 
     ``reference_probs``: ``live`` scores X_std/X_judge with the model as it is (adapter on), ``initial`` with
     the adapter disabled (the frozen base model), as during training with those settings.

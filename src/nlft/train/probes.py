@@ -102,7 +102,7 @@ class ProbeRecord:
 def probe_records(
     scores: Sequence[RecordScores], encoded: Sequence[EncodedRecord], texts: dict[str, Record], tokenizer
 ) -> list[ProbeRecord]:
-    """``ProbeRecord``s from ``RecordScores`` (``NLFTTrainer.score_batch`` / ``trainer.batch_scores``) of
+    """``ProbeRecord``s from ``RecordScores`` (``NLFTTrainer.score_batch`` / ``train.scores.batch_scores``) of
     ``encoded``, in the same order, with the question and judgment of ``texts[id]``."""
     out = []
     for rec, enc in zip(scores, encoded):
