@@ -130,6 +130,7 @@ def load_records_from(rows):
 # --------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # seconds of real timeouts and retries
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
 def test_openai_judge_every_record_ends_judged_or_failed_once_and_a_rerun_retries_only_failures(
     tmp_path, monkeypatch, stream

@@ -172,6 +172,7 @@ def test_openai_backend_seeds_each_request_so_samples_of_one_prompt_differ(monke
 # -- a misbehaving server cannot hang a request (issue: hangs) ----------------------------------------------
 
 
+@pytest.mark.slow  # seconds of real timeouts and retries
 @pytest.mark.parametrize(("fault", "stream"), [("drip", False), ("sse-drip", True)])
 def test_timeout_bounds_the_whole_request_even_when_the_server_keeps_dripping(monkeypatch, fault, stream):
     import time
