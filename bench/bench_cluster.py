@@ -24,29 +24,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from nlft.method.clustering import cluster_mask
-
-
-def reference_walk(hidden: torch.Tensor, seeds: torch.Tensor, mode: str, radius: float) -> torch.Tensor:
-    """The reference's loop (one .item() per comparison), for timing and for checking results."""
-    n = hidden.shape[0]
-    out = set()
-    for i in torch.nonzero(seeds).flatten().tolist():
-        center = hidden[i]
-        for step in (-1, 1):
-            j = i + step
-            while 0 <= j < n:
-                d = 1 - F.cosine_similarity(center[None], hidden[j][None]).item()
-                if not ((d > radius) if mode == "distance" else (d <= radius)):
-                    break
-                out.add(j)
-                center = (center + hidden[j]) / 2
-                j += step
-        out.add(i)
-    mask = torch.zeros(n, dtype=torch.bool, device=hidden.device)
-    if out:
-        mask[sorted(out)] = True
-    return mask
+from nlft.method.clustering import cluster_mask, reference_walk
 
 
 def lockstep_walk(hidden: torch.Tensor, seeds: torch.Tensor, mode: str, radius: float) -> torch.Tensor:

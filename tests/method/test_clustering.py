@@ -4,31 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from nlft.method import clustering
-from nlft.method.clustering import cluster_mask
-
-
-def reference_walk(hidden, seeds, mode, radius):
-    """docs/method.md section 5 as the authors' code runs it: one seed, one comparison at a time."""
-    n = hidden.shape[0]
-    out = set()
-    for i in torch.nonzero(seeds).flatten().tolist():
-        center = hidden[i]
-        for step in (-1, 1):
-            j = i + step
-            while 0 <= j < n:
-                d = 1 - F.cosine_similarity(center[None], hidden[j][None]).item()
-                if not ((d > radius) if mode == "distance" else (d <= radius)):
-                    break
-                out.add(j)
-                center = (center + hidden[j]) / 2
-                j += step
-        out.add(i)
-    mask = torch.zeros(n, dtype=torch.bool)
-    mask[sorted(out)] = True
-    return mask
+from nlft.method.clustering import cluster_mask, reference_walk
 
 
 def anisotropic(g, n, d, dtype, spread=2.0):

@@ -458,3 +458,27 @@ def cluster_mask(
         if t:
             hits[x] = True
     return torch.tensor(hits, dtype=torch.bool, device=seeds.device)
+
+
+def reference_walk(hidden: torch.Tensor, seeds: torch.Tensor, mode: str, radius: float) -> torch.Tensor:
+    """docs/method.md section 5 as the authors' code runs it: one seed, one comparison (one ``.item()``) at a time.
+    The executable definition ``cluster_mask`` is tested equal to (``tests/method/test_clustering.py``) and timed
+    against (``bench/bench_cluster.py``); never used in training."""
+    n = hidden.shape[0]
+    out = set()
+    for i in torch.nonzero(seeds).flatten().tolist():
+        center = hidden[i]
+        for step in (-1, 1):
+            j = i + step
+            while 0 <= j < n:
+                d = 1 - F.cosine_similarity(center[None], hidden[j][None]).item()
+                if not ((d > radius) if mode == "distance" else (d <= radius)):
+                    break
+                out.add(j)
+                center = (center + hidden[j]) / 2
+                j += step
+        out.add(i)
+    mask = torch.zeros(n, dtype=torch.bool, device=hidden.device)
+    if out:
+        mask[sorted(out)] = True
+    return mask
