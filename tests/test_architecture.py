@@ -75,20 +75,22 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 # What each part of the package may import (besides itself). A part is a sub-package (``nlft/train/``) or a
 # top-level module (``nlft/records.py``); ``nlft`` is the package root (``resource_path``). The stages run
-# data -> train -> evals/see, on the basics (files, jsonl, records, prompts, runs) and the tasks and models:
+# data -> train -> evals/see, on the basics (files, jsonl, records, prompts, runs, options) and the tasks and
+# models:
 # the NLFT maths imports nothing else of nlft; training never imports evaluation or the saliency views;
 # evaluation never imports training. The entry points (cli, demo, experiment) may import anything.
-BASICS = {"nlft", "files", "jsonl", "records", "prompts", "runs", "console"}
+BASICS = {"nlft", "files", "jsonl", "records", "prompts", "runs", "console", "options"}
 ALLOWED: dict[str, set[str]] = {
     "method": set(),
     "files": set(),
     "jsonl": set(),
     "console": set(),
+    "options": set(),
     "distributed": set(),
-    "records": {"nlft"},
+    "records": {"nlft", "options"},
     "runs": {"files"},
     "prompts": {"nlft", "files", "records"},
-    "tasks": {"nlft", "records", "files"},
+    "tasks": {"nlft", "records", "files", "options"},
     "models": BASICS,
     "data": BASICS | {"tasks", "models"},
     "train": BASICS | {"tasks", "models", "method", "distributed"},

@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .options import POSITIVE, RATE, opt
+
 MARKER = ".nlft-demo.json"  # what a demo folder holds to say a demo made it, and what it wrote
 DEMO_ENTRIES = ("pool", "data", "nlft", "sft", "comparison", "saliency.html", "locate.json")
 MODEL = "nlft:mini"
@@ -63,14 +65,14 @@ def prepare_out(out: Path, entries: tuple[str, ...]) -> None:
 class DemoOptions:
     """What ``nlft demo`` runs; the defaults take about three minutes on 2 CPU cores."""
 
-    out: str | Path = "runs/demo"
-    questions: int = 100  # train questions the model answers (the pool)
-    test_questions: int = 200  # test questions each model is evaluated on
-    epochs: int = 3
-    learning_rate: float = 1e-3
-    seed: int = 42
+    out: str | Path = opt("runs/demo", help="demo folder (pool/, data/, nlft/, sft/, comparison/, ...)")
+    questions: int = opt(100, type=POSITIVE, help="train questions the model answers (the pool)")
+    test_questions: int = opt(200, type=POSITIVE, help="test questions each model is evaluated on")
+    epochs: int = opt(3, type=POSITIVE, help="epochs of NLFT and of SFT")
+    learning_rate: float = opt(1e-3, type=RATE, help="peak learning rate of both methods")
+    seed: int = opt(42, help="seed of the training runs")
     batch_size: int = 100  # generation batch
-    progress: bool = True
+    progress: bool = opt(True, negate="no_progress", help="no progress bars")
 
     def __post_init__(self) -> None:
         for name in ("questions", "test_questions", "epochs", "batch_size"):

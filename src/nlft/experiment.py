@@ -12,56 +12,95 @@ evaluation reruns only the questions it lacks. ``dry_run`` prints the plan and w
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
 import statistics
 import time
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
+
+from .data.judging import JUDGE_BACKENDS
+from .models.loading import DTYPES
+from .options import POSITIVE, RATE, opt
+from .train.methods import METHODS
+
+
+def method_rate(text: str) -> tuple[str, float]:
+    """An argparse type: ``METHOD=RATE``."""
+    method, _, value = text.partition("=")
+    try:
+        rate = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: write METHOD=RATE, e.g. sft=2e-4") from None
+    return method, rate
 
 
 @dataclass
 class ExperimentOptions:
     """The grid and its budgets; the defaults fit ``nlft:mini`` on a 2-core CPU."""
 
-    out: str
-    model: str = "nlft:mini"
-    task: str = "mini-math"
-    judge: str = (
-        "arithmetic"  # or a model judge: "openai" (any OpenAI-compatible server) or "hf" (a local model)
+    out: str = opt(help="experiment folder (resumed when it holds this experiment)")
+    model: str = opt("nlft:mini", help="the model every method starts from")
+    task: str = opt("mini-math", help="a task name: mini-math, gsm8k")
+    judge: str = opt(
+        "arithmetic",
+        choices=JUDGE_BACKENDS,
+        help="the judge of wrong answers: the offline arithmetic checker, or a model (--judge-model)",
     )
-    judge_model: str | None = None  # the judge model's name (openai) or hub id / folder (hf)
-    judge_base_url: str | None = (
-        None  # openai: the server, e.g. http://localhost:8000/v1 (key from $OPENAI_API_KEY)
+    judge_model: str | None = opt(None, help="openai: the model name (e.g. gpt-4o); hf: a hub id or folder")
+    judge_base_url: str | None = opt(
+        None,
+        help="openai: the server, e.g. http://localhost:8000/v1 (default: api.openai.com; key from $OPENAI_API_KEY)",
     )
-    pool_questions: int = 400  # train questions the model answers once; the subsets come from these
-    sizes: list[int] = field(default_factory=lambda: [25, 50, 100])
-    ratio: str = "2:1"  # correct:wrong (the paper's 1:2 wrong:correct)
-    methods: list[str] = field(default_factory=lambda: ["nlft", "sft", "rft", "sft-gold", "grpo"])
-    seeds: list[int] = field(default_factory=lambda: [0, 1])
-    epochs: int = 3
-    learning_rate: float = 1e-3  # one rate for every method (tune them alike with learning_rates)
-    learning_rates: dict[str, float] = field(default_factory=dict)  # per-method overrides
-    test_questions: int = 200
-    batch_size: int = 4
-    generation_batch: int = 100
+    pool_questions: int = opt(
+        400, type=POSITIVE, help="train questions the model answers once; the subsets come from these"
+    )
+    sizes: list[int] = opt(
+        type=POSITIVE, default_factory=lambda: [25, 50, 100], help="records per training set"
+    )
+    ratio: str = opt("2:1", help="correct:wrong of every subset (2:1 = the paper's 1:2 wrong:correct)")
+    methods: list[str] = opt(
+        choices=list(METHODS),
+        default_factory=lambda: ["nlft", "sft", "rft", "sft-gold", "grpo"],
+        help="the training methods",
+    )
+    seeds: list[int] = opt(default_factory=lambda: [0, 1], help="one run per method, size and seed")
+    epochs: int = opt(3, type=POSITIVE, help="epochs of every run, each evaluated")
+    learning_rate: float = opt(1e-3, type=RATE, help="for every method (tune them alike with --method-lr)")
+    learning_rates: dict[str, float] = opt(
+        default_factory=dict,
+        flag="method_lr",
+        type=method_rate,
+        nargs="*",
+        metavar="METHOD=RATE",
+        help="per-method learning rates, e.g. sft=2e-4",
+    )
+    test_questions: int = opt(200, type=POSITIVE, help="test questions every run is evaluated on")
+    batch_size: int = opt(4, type=POSITIVE, help="records per step, every method")
+    generation_batch: int = opt(100, type=POSITIVE, help="sampling and evaluation batch")
     # New tokens of the pool's samples, the evaluations and GRPO's completions alike: 160 fits mini-math; GSM8K
     # chains of thought of an instruct model need the paper protocol's 512.
-    max_new_tokens: int = 160
-    train_args: list[str] = field(default_factory=list)  # more `nlft train` flags, for every method alike
-    dtype: str = "float32"
-    device: str | None = None
-    dry_run: bool = False
-    progress: bool = True
+    max_new_tokens: int = opt(
+        160,
+        type=POSITIVE,
+        help="of the pool's samples, the evaluations and GRPO's completions; 512 for GSM8K",
+    )
+    train_args: list[str] = opt(
+        default_factory=list, nargs=argparse.REMAINDER, help="the rest goes to every `nlft train` alike"
+    )
+    dtype: str = opt("float32", choices=DTYPES, help="weights' dtype in every run")
+    device: str | None = opt(None, help="cpu, cuda, ... (default: cpu)")
+    dry_run: bool = opt(False, help="print the plan and the cost, run nothing")
+    progress: bool = opt(True, negate="no_progress", help="no progress bars")
 
     def __post_init__(self) -> None:
         from .data.builder import parse_ratio
-        from .train.methods import METHODS
 
+        if isinstance(self.learning_rates, list):  # (method, rate) pairs, as --method-lr gives them
+            self.learning_rates = dict(self.learning_rates)
         parse_ratio(self.ratio)
-        from .data.judging import JUDGE_BACKENDS
-
         if self.judge not in JUDGE_BACKENDS:
             raise ValueError(f"--judge must be one of {', '.join(JUDGE_BACKENDS)}, not {self.judge!r}")
         if self.judge != "arithmetic" and not self.judge_model:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import resource_path
+from .options import opt
 
 # ``--data nlft:sample`` for training: the records bundled with the package (GSM8K questions, wrong Llama-3-8B
 # answers with MathCritique critiques, GSM8K gold solutions as correct responses; see resources/sample/).
@@ -517,3 +518,27 @@ def records_from_dicts(
         what="records",
         source=source,
     )
+
+
+@dataclass(kw_only=True)
+class ValidateOptions:
+    """``nlft data validate``: which records file, and whether its invalid lines are listed or fatal."""
+
+    file: str = opt(positional=True, help="records: .jsonl, .json, a saved HF dataset folder or a hub id")
+    split: str | None = opt(None, help="split, for Hugging Face datasets")
+    skip_invalid: bool = opt(False, help="list invalid lines instead of failing")
+
+
+def validation_report(options: ValidateOptions) -> list[str]:
+    """``nlft data validate``: the counts of a records file, and every invalid line where they are skipped."""
+    records = load_records(options.file, skip_invalid=options.skip_invalid, split=options.split)
+    if not records and not records.skipped:
+        raise ValueError(f"{options.file}: holds no records")
+    n_wrong = sum(not r.is_correct for r in records)
+    unjudged = sum(not r.is_correct and r.judgment is None for r in records)
+    line = f"{options.file}: {len(records)} valid records ({len(records) - n_wrong} correct, {n_wrong} wrong"
+    lines = [line + (f", {unjudged} of them without a judgment)" if unjudged else ")")]
+    if records.skipped:
+        lines.append(f"{len(records.skipped)} invalid lines skipped:")
+        lines += [f"  {problem}" for problem in records.skipped]
+    return lines

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..jsonl import atomic_write_json, atomic_write_jsonl
+from ..options import POSITIVE, opt
 from ..prompts import TemplateSet
 from ..records import Record, load_records
 
@@ -142,6 +143,23 @@ def _sha256(path: Path) -> str | None:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+@dataclass(kw_only=True)
+class BuildOptions:
+    """``nlft data build``: the arguments of ``build_dataset``."""
+
+    pool: str = opt(
+        positional=True, help="graded records: .jsonl, .json, a saved HF dataset folder or a hub id"
+    )
+    out_dir: str = opt("data", flag="out", help="output folder")
+    size: int = opt(type=POSITIVE, help="number of records to select")
+    ratio: str | None = opt(
+        "natural", help="correct:wrong, e.g. 1:2; or 'correct', 'wrong', 'natural' (the pool's mix)"
+    )
+    seed: int = opt(42, help="seed of the selection")
+    templates: str = opt("math", help="prompt template set for the SFT prompts: math, generic or a YAML file")
+    skip_invalid: bool = opt(False, help="skip and count invalid pool lines instead of stopping")
 
 
 def build_dataset(

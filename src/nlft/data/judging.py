@@ -28,8 +28,10 @@ from .. import resource_path
 from ..files import check_output_file, read_yaml
 from ..jsonl import AppendLog
 from ..models.generation import BackendOptions, Request, SamplingSettings, describe_backend, make_backend
+from ..options import POSITIVE, opt
 from ..prompts import TemplateSet, chat_messages, fill
 from ..records import Record, load_records
+from ..tasks.answers import RULES
 from .arithmetic import judge_response
 from .sampling import check_same_settings, progress_bar
 
@@ -195,11 +197,42 @@ class ModelJudge:
 class JudgeOptions:
     """Which judge: ``arithmetic``, or a model (``openai``/``hf``) described by ``model``, with ``prompt``."""
 
-    backend: str = "arithmetic"
+    backend: str = opt(
+        "arithmetic",
+        choices=JUDGE_BACKENDS,
+        group="judging",
+        help="arithmetic: the built-in offline checker; openai/hf: a model with the judge prompt",
+    )
     model: BackendOptions | None = None  # for openai / hf; its ``backend`` field is set from ``backend``
-    prompt: str | None = None  # a built-in judge prompt or a YAML file (default: math)
-    max_new_tokens: int = 1024
-    rule: str = "authors"  # arithmetic: how the final answer is read
+    prompt: str | None = opt(
+        None,
+        flag="judge_prompt",
+        group="judging",
+        help="judge prompt: built-in 'math' or a YAML file with system, user, correct_marker; unset: math",
+    )
+    max_new_tokens: int = opt(
+        1024,
+        type=POSITIVE,
+        flag="judge_max_new_tokens",
+        group="judging",
+        help="openai/hf: length limit of a judgment",
+    )
+    rule: str = opt(
+        "authors", choices=RULES, group="judging", help="arithmetic: how the final answer is read"
+    )
+
+
+@dataclass(kw_only=True)
+class JudgeFiles:
+    """What ``nlft judge`` reads and writes (``run_judge``)."""
+
+    source: str = opt(
+        positional=True, metavar="records", help="graded records: .jsonl, .json or a Hugging Face dataset"
+    )
+    out: str = opt(help="results file (.jsonl), appended to and resumed from")
+    templates: str = opt("math", help="template set whose system prompt fills {system} in the judge prompt")
+    skip_invalid: bool = opt(False, help="skip invalid record lines instead of stopping")
+    progress: bool = opt(True, negate="no_progress", help="no progress bar")
 
 
 def load_judge(options: JudgeOptions, templates: str | Path | TemplateSet | None = "math"):

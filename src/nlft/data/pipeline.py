@@ -17,12 +17,13 @@ from pathlib import Path
 
 from ..models.generation import BackendOptions, SamplingSettings, make_backend
 from ..models.loading import free_accelerator_memory
+from ..options import POSITIVE, opt
 from ..records import Question
-from ..tasks import Task
+from ..tasks import Task, grader_for
 from ..tasks.answers import NumericTask
 from .builder import BuildResult, build_dataset
 from .judging import JudgeOptions, JudgeSummary, judge_records, load_judge
-from .sampling import SampleSummary, sample_questions
+from .sampling import QuestionOptions, SampleSettings, SampleSummary, load_question_set, sample_questions
 
 SAMPLES_FILE = "samples.jsonl"
 JUDGED_FILE = "judged.jsonl"
@@ -46,6 +47,38 @@ class MakeResult:
                 self.built.summary(),
             ]
         )
+
+
+@dataclass(kw_only=True)
+class MakeOptions(QuestionOptions, SampleSettings):
+    """Everything ``nlft data make`` does besides its two back-ends (the sampler's and the judge's)."""
+
+    out: str = opt(help="output folder")
+    size: int = opt(type=POSITIVE, help="records in the dataset")
+    ratio: str = opt("natural", help="correct:wrong, e.g. 1:1; or 'correct', 'wrong', 'natural'")
+    build_seed: int = opt(42, help="seed of the record selection")
+    progress: bool = opt(True, negate="no_progress", help="no progress bars")
+
+
+def run_make(options: MakeOptions, sampler: BackendOptions, judge: JudgeOptions) -> MakeResult:
+    """``nlft data make``: the questions of ``options``, sampled with ``sampler``, judged by ``judge``, built."""
+    o = options
+    return make_dataset(
+        load_question_set(o.questions, split=o.split, limit=o.limit),
+        o.out,
+        sampler=sampler,
+        settings=o.decoding(),
+        judge=judge,
+        size=o.size,
+        ratio=o.ratio,
+        seed=o.build_seed,
+        samples=o.samples,
+        templates=o.templates,
+        system=o.system,
+        task=grader_for(o.questions),
+        rule=o.rule,
+        progress=o.progress,
+    )
 
 
 def make_dataset(

@@ -33,10 +33,11 @@ from ..models.generation import (
     describe_backend,
     make_backend,
 )
+from ..options import POSITIVE, TEMPERATURE, TOP_P, opt
 from ..prompts import TemplateSet
 from ..records import Problem, Question, Record, RecordError, load_questions
 from ..tasks import Task, grader_for
-from ..tasks.answers import NumericTask
+from ..tasks.answers import RULES, NumericTask
 
 logger = logging.getLogger(__name__)
 
@@ -176,39 +177,83 @@ def sample_stamp(
     }
 
 
-def run_sample(
-    source: str,
-    out: str | os.PathLike,
-    *,
-    backend: BackendOptions,
-    settings: SamplingSettings,
-    split: str = "train",
-    limit: int | None = None,
-    skip_invalid: bool = False,
-    samples: int = 1,
-    templates: str | Path | None = "math",
-    system: str | None = None,
-    rule: str | None = None,
-    progress: bool = True,
-) -> SampleSummary:
+@dataclass(kw_only=True)
+class QuestionOptions:
+    """Which questions: a task's split or a question file (``load_question_set``)."""
+
+    questions: str = opt(
+        positional=True,
+        help="questions with gold answers: a task (mini-math, gsm8k for the hub dataset), a GSM8K-style folder "
+        "holding <split>.jsonl, or a .jsonl/.json/Hugging Face dataset with 'question' and 'answer' (or 'reference')",
+    )
+    split: str = opt("train", help="the task's (or dataset's) split")
+    limit: int | None = opt(None, type=POSITIVE, help="use only the first N questions")
+
+
+@dataclass(kw_only=True)
+class SampleSettings:
+    """How each question is asked and its answers graded (``nlft sample`` and ``nlft data make``)."""
+
+    samples: int = opt(
+        1, type=POSITIVE, group="sampling", help="responses per question (ids <question id>-s0, -s1, ...)"
+    )
+    temperature: float = opt(
+        0.3, type=TEMPERATURE, group="sampling", help="0 is greedy; the NLFT reference sampled at 0.3"
+    )
+    top_p: float = opt(1.0, type=TOP_P, group="sampling", help="nucleus sampling; 1.0 is off")
+    max_new_tokens: int = opt(512, type=POSITIVE, group="sampling", help="longest answer, in tokens")
+    seed: int = opt(42, group="sampling", help="sampling seed (a rerun samples the same text)")
+    templates: str = opt(
+        "math",
+        group="sampling",
+        help="template set whose X_base prompt is asked: math, generic or a YAML file",
+    )
+    system: str | None = opt(
+        None, group="sampling", help="system prompt instead of the template set's (the math expert prompt)"
+    )
+    rule: str | None = opt(
+        None,
+        group="sampling",
+        help=f"how the final answer is read for grading: one of the task's rules (numeric tasks: {', '.join(RULES)}; "
+        "default authors)",
+    )
+
+    def decoding(self) -> SamplingSettings:
+        return SamplingSettings(
+            max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p, seed=self.seed
+        )
+
+
+@dataclass(kw_only=True)
+class SampleOptions(QuestionOptions, SampleSettings):
+    """Everything ``nlft sample`` does besides its back-end (``BackendOptions``)."""
+
+    out: str = opt(help="results file (.jsonl), appended to and resumed from")
+    skip_invalid: bool = opt(False, help="skip invalid question lines instead of stopping")
+    progress: bool = opt(True, negate="no_progress", help="no progress bar")
+
+
+def run_sample(options: SampleOptions, backend: BackendOptions) -> SampleSummary:
     """``nlft sample``: everything that can be refused is refused before the model loads — the output path (a
     folder, a link, the input itself), the options, an empty question set, a results file of other settings."""
     from ..files import check_output_file
 
-    out = check_output_file(out, inputs=(source,))
-    if limit is not None and limit < 1:
-        raise ValueError(f"--limit must be at least 1, got {limit}")
-    if samples < 1:
-        raise ValueError(f"--samples must be at least 1, got {samples}")
-    task = grader_for(source)
-    rule = rule or task.default_rule
+    o = options
+    out = check_output_file(o.out, inputs=(o.questions,))
+    if o.limit is not None and o.limit < 1:
+        raise ValueError(f"--limit must be at least 1, got {o.limit}")
+    if o.samples < 1:
+        raise ValueError(f"--samples must be at least 1, got {o.samples}")
+    task = grader_for(o.questions)
+    rule = o.rule or task.default_rule
     task.check_rule(rule)
-    questions = load_question_set(source, split=split, limit=limit, skip_invalid=skip_invalid)
+    questions = load_question_set(o.questions, split=o.split, limit=o.limit, skip_invalid=o.skip_invalid)
     if not questions:
-        raise ValueError(f"{source}: no questions (split {split})")
-    check_gradable(questions, str(source), task)
-    template_set = TemplateSet.load(templates)
-    stamp = sample_stamp(backend.describe(), settings, template_set, system, rule)
+        raise ValueError(f"{o.questions}: no questions (split {o.split})")
+    check_gradable(questions, str(o.questions), task)
+    template_set = TemplateSet.load(o.templates)
+    settings = o.decoding()
+    stamp = sample_stamp(backend.describe(), settings, template_set, o.system, rule)
     existing = AppendLog.peek(out)
     check_same_settings(next(iter(existing.values()), None), stamp, out, "samples")
     model = make_backend(backend, settings, template_set)
@@ -216,13 +261,13 @@ def run_sample(
         questions,
         out,
         model,
-        samples=samples,
+        samples=o.samples,
         templates=template_set,
-        system=system,
+        system=o.system,
         task=task,
         rule=rule,
         provenance=backend.describe(),
-        progress=progress,
+        progress=o.progress,
     )
 
 

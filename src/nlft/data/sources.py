@@ -10,8 +10,10 @@ Each converter yields ``Record`` objects ready for ``nlft data build``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+from ..options import POSITIVE, opt
 from ..records import Problem, Question, Record, RecordError, Row, iter_rows
 from ..tasks import task_names
 from ..tasks.gsm8k import GSM8KTask
@@ -152,3 +154,40 @@ def gsm8k_gold_records(
 ) -> Iterator[Record]:
     """GSM8K gold solutions as correct responses (ids ``gsm8k-<split>-<index>``): ``gold_records`` of GSM8K."""
     return gold_records(source or "gsm8k", split, exclude=exclude, limit=limit)
+
+
+@dataclass(kw_only=True)
+class ImportOptions:
+    """``nlft data import``: which public pool, from where, into which file."""
+
+    source: str = opt(positional=True, choices=IMPORT_SOURCES, help="what to import")
+    path: str | None = opt(
+        None,
+        positional=True,
+        nargs="?",
+        help="input file; for gold, a task (gsm8k, mini-math) or GSM8K-style folder (gsm8k-gold: a GSM8K folder; "
+        "omit for the hub)",
+    )
+    split: str = opt("train", help="the task's split, for gold and gsm8k-gold")
+    limit: int | None = opt(None, type=POSITIVE, help="import only the first N records")
+    out: str = opt(help="output .jsonl")
+
+
+def run_import(options: ImportOptions) -> int:
+    """``nlft data import``: the records written to ``options.out`` (atomically); returns their number."""
+    from ..files import check_output_file
+    from ..jsonl import atomic_write_jsonl
+
+    o = options
+    check_output_file(o.out, inputs=(o.path,))
+    if o.source in ("mathcritique", "mathdial") and not o.path:
+        raise ValueError(f"data import {o.source}: name the input file")
+    if o.source == "mathcritique":
+        records = list(from_mathcritique(o.path))
+    elif o.source == "mathdial":
+        records = list(from_mathdial(o.path))
+    else:  # gsm8k-gold, or gold of any task (gsm8k, mini-math, a GSM8K-style folder)
+        records = list(gold_records(o.path or "gsm8k", o.split, limit=o.limit))
+    if o.limit is not None:
+        records = records[: o.limit]
+    return atomic_write_jsonl(o.out, (r.to_dict() for r in records))

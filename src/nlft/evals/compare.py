@@ -23,7 +23,10 @@ from typing import Any
 
 from ..files import read_json
 from ..jsonl import atomic_write_bytes, atomic_write_text
+from ..options import opt
 from ..runs import EVAL_DIR, load_run
+from ..tasks.answers import RULES
+from .protocols import PROTOCOLS
 from .questions import data_name
 from .summary import RULE_NAMES, curve_rows, epoch_sort_key, epoch_text, percent
 
@@ -225,6 +228,28 @@ def plot_png(curves: Sequence[Curve], rule: str, title: str) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
+
+
+@dataclass(kw_only=True)
+class CompareOptions:
+    """``nlft compare``: the arguments of ``compare``."""
+
+    runs: list[str] = opt(
+        positional=True,
+        nargs="+",
+        metavar="RUN",
+        help="run folders evaluated with `nlft eval RUN --all-checkpoints`",
+    )
+    out: str = opt(OUTPUT_NAME, help="output folder")
+    protocol: str = opt("paper", choices=PROTOCOLS, help="the --protocol the runs were evaluated with")
+    data: str = opt("gsm8k:test", help="the --data the runs were evaluated on")
+    rule: str = opt(
+        "authors",
+        help=f"grading rule to tabulate and plot, one of the evaluations' (numeric tasks: {', '.join(RULES)})",
+    )
+    tag: str | None = opt(None, help="the --tag of the evaluations to compare")
+    labels: list[str] | None = opt(None, help="legend labels, one per run (default: folder name and method)")
+    title: str | None = opt(None, help="plot title")
 
 
 def compare(

@@ -26,9 +26,10 @@ from typing import Any
 from ..jsonl import AppendLog, atomic_write_json
 from ..models.generation import BackendOptions, Request, SamplingSettings, make_backend
 from ..models.loading import free_accelerator_memory
+from ..options import NON_NEGATIVE, POSITIVE, TEMPERATURE, TOP_P, opt
 from ..records import Question
 from ..runs import EVAL_DIR, Checkpoint, Run
-from .protocols import LM_EVAL_FEWSHOT_SEED, PROTOCOLS, PaperProtocol, make_protocol
+from .protocols import FEWSHOT_SAMPLERS, LM_EVAL_FEWSHOT_SEED, PROTOCOLS, PaperProtocol, make_protocol
 from .questions import EvalData, load_eval_data
 from .summary import _fmt_acc, curve_rows, item_key, markdown_curve, score_row, summarize
 
@@ -42,11 +43,19 @@ class EvalSettings:
     """Decoding for an evaluation. ``temperature == 0`` is greedy and takes no seeds; sampling runs one sample
     per question for each seed in ``seeds``. ``max_new_tokens`` None: the protocol's default."""
 
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seeds: tuple[int, ...] | None = None
-    max_new_tokens: int | None = None
-    limit: int | None = None
+    temperature: float = opt(
+        0.0, type=TEMPERATURE, group="decoding", help="0 is greedy; the NLFT authors sampled once at 0.6"
+    )
+    top_p: float = opt(1.0, type=TOP_P, group="decoding", help="nucleus sampling; 1.0 is off")
+    seeds: tuple[int, ...] | None = opt(
+        None,
+        group="decoding",
+        help="with --temperature > 0: one sample per seed; the summary reports mean and sd",
+    )
+    max_new_tokens: int | None = opt(
+        None, type=POSITIVE, group="decoding", help="default: 512 (paper) or 256 (lm-eval)"
+    )
+    limit: int | None = None  # EvalOptions.limit
 
     def seed_list(self) -> list[int | None]:
         if self.temperature <= 0:
@@ -301,28 +310,67 @@ class EvalOptions:
     retries) are ``backend``'s, built by ``generation.make_backend`` as for sampling and judging.
     """
 
-    model: str
+    model: str = opt(
+        positional=True,
+        help="hub id, model folder, LoRA adapter folder or run folder (with --backend openai: the served model's name)",
+    )
     backend: BackendOptions = field(default_factory=BackendOptions)
-    adapter: str | None = None
-    all_checkpoints: bool = False
-    include_base: bool = False
-    data: str = "gsm8k:test"
-    gsm8k_dir: str | None = None
-    limit: int | None = None
-    protocol: str = "paper"
-    templates: str | None = None  # paper: the template set (default: the run's, else math)
-    chat_template: str | None = None
-    num_fewshot: int = 5
-    fewshot_data: str | None = None
-    fewshot_sampler: str = "lm-eval"
-    fewshot_seed: int = LM_EVAL_FEWSHOT_SEED
+    adapter: str | None = opt(None, help="LoRA adapter folder to apply to MODEL")
+    all_checkpoints: bool = opt(
+        False, help="evaluate every per-epoch checkpoint of a run folder (RUN/epochs/epoch-N)"
+    )
+    include_base: bool = opt(False, help="also evaluate the run's base model, as epoch 0")
+    data: str = opt(
+        "gsm8k:test",
+        group="data",
+        help="gsm8k:<split>, another task's split (mini-math:test), nlft:sample (50 GSM8K test questions "
+        "shipped with nlft), or a question file (.jsonl/.json/HF dataset) with gold answers",
+    )
+    gsm8k_dir: str | None = opt(
+        None,
+        group="data",
+        help="local GSM8K folder with <split>.jsonl (default: the hub dataset openai/gsm8k)",
+    )
+    limit: int | None = opt(None, type=POSITIVE, group="data", help="evaluate the first N questions only")
+    protocol: str = opt(
+        "paper", choices=PROTOCOLS, group="protocol", help="paper (the NLFT paper's) or lm-eval"
+    )
+    templates: str | None = opt(
+        None,
+        group="protocol",
+        help="paper: template set for the system prompt (default: the run's, else math)",
+    )
+    chat_template: str | None = None  # the back-end's (--chat-template)
+    num_fewshot: int = opt(5, type=NON_NEGATIVE, group="protocol", help="lm-eval: exemplars per prompt")
+    fewshot_data: str | None = opt(
+        None, group="protocol", help="lm-eval: where exemplars come from (default: gsm8k:train)"
+    )
+    fewshot_sampler: str = opt(
+        "lm-eval",
+        choices=FEWSHOT_SAMPLERS,
+        group="protocol",
+        help="lm-eval: seeded draw per question as lm-eval does, or the first k",
+    )
+    fewshot_seed: int = opt(
+        LM_EVAL_FEWSHOT_SEED, group="protocol", help="lm-eval: seed of the exemplar draws (1234 is lm-eval's)"
+    )
     settings: EvalSettings = field(default_factory=EvalSettings)
-    out: str | None = None
-    tag: str | None = None
-    overwrite: bool = False
-    progress: bool = True
+    out: str | None = opt(
+        None,
+        group="output",
+        help="results folder (default: RUN/eval/... for a run folder, else evals/<model>/...)",
+    )
+    tag: str | None = opt(
+        None, group="output", help="a name added to the results folder, to keep variants apart (e.g. t0.6)"
+    )
+    overwrite: bool = opt(
+        False, group="output", help="discard results already in the folder instead of resuming"
+    )
+    progress: bool = opt(True, negate="quiet", group="output", help="no progress bar")
 
     def __post_init__(self) -> None:
+        if self.chat_template is None:
+            self.chat_template = self.backend.chat_template
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol '{self.protocol}': choose from {', '.join(PROTOCOLS)}")
         if self.limit is not None and self.limit < 1:

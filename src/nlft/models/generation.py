@@ -25,6 +25,9 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
+from ..options import NON_NEGATIVE, POSITIVE, SECONDS, json_object, opt
+from .loading import DTYPES
+
 logger = logging.getLogger(__name__)
 
 
@@ -185,22 +188,48 @@ BACKENDS = ("hf", "openai")
 class BackendOptions:
     """Where text comes from: a local transformers model or an OpenAI-compatible server."""
 
-    backend: str = "hf"
-    model: str = ""
-    adapter: str | None = None  # hf: a LoRA adapter folder
-    base_url: str | None = None  # openai: e.g. http://localhost:8000/v1 for vLLM
-    api_key_env: str = "OPENAI_API_KEY"
-    concurrency: int = 8  # openai: requests in flight
-    timeout: float = 120.0  # openai: seconds to wait for the server (connect, and each read)
-    max_retries: int = 5
-    stream: bool = False
-    batch_size: int = 8  # hf
-    dtype: str = "auto"
-    device: str | None = None
-    trust_remote_code: bool = False
-    chat_template: str | None = None  # hf: a built-in name or a Jinja file, for tokenizers without one
-    # openai: server-specific request fields, e.g. {"do_sample": true} for transformers serve
-    extra_body: dict[str, Any] | None = None
+    backend: str = opt(
+        "hf", choices=BACKENDS, help="hf: transformers generate; openai: an OpenAI-compatible server"
+    )
+    model: str = opt(
+        "", help="hf: a hub id, model folder, adapter or run folder; openai: the served model name"
+    )
+    adapter: str | None = opt(None, help="hf: a LoRA adapter folder on top of --model")
+    base_url: str | None = opt(
+        None,
+        help="openai: the server, e.g. http://localhost:8000/v1 for vLLM or SGLang; unset: the OpenAI API",
+    )
+    api_key_env: str = opt(
+        "OPENAI_API_KEY", help="openai: environment variable holding the API key (never logged or stored)"
+    )
+    concurrency: int = opt(8, type=POSITIVE, help="openai: requests in flight")
+    timeout: float = opt(
+        120.0,
+        type=SECONDS,
+        help="openai: seconds one request may take, streamed or not (connecting included)",
+    )
+    max_retries: int = opt(
+        5,
+        type=NON_NEGATIVE,
+        help="openai: retries of a failed request (429, 5xx, timeouts, malformed replies), with exponential "
+        "backoff and jitter",
+    )
+    stream: bool = opt(False, help="openai: stream replies")
+    batch_size: int = opt(8, type=POSITIVE, help="hf: prompts per generation batch")
+    dtype: str = opt("auto", choices=DTYPES, help="hf: weight dtype")
+    device: str | None = opt(None, help="hf: cuda, mps or cpu; unset: the best available")
+    trust_remote_code: bool = opt(False, help="hf: allow the model's own Python code (off by default)")
+    chat_template: str | None = opt(
+        None,
+        help="hf: a chat template (built-in 'llama3' or a Jinja file) instead of the tokenizer's (needed where "
+        "it has none)",
+    )
+    extra_body: dict[str, Any] | None = opt(
+        None,
+        type=json_object,
+        metavar="JSON",
+        help="openai: server-specific request fields, e.g. '{\"do_sample\": true}' for transformers serve",
+    )
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:

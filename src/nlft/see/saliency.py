@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from ..method.weighting import WeightingConfig
+from ..models.loading import DTYPES
+from ..options import NON_NEGATIVE, POSITIVE, number, opt
 from ..prompts import EncodedRecord
 from ..records import Record
 from ..train.config import resolve_weighting
@@ -104,6 +106,65 @@ class Scored:
     weighting: WeightingConfig
     details: dict[str, Any]
     name: str
+
+
+@dataclass(kw_only=True)
+class ScoringOptions:
+    """How records are scored with a model (``score_data``; ``nlft saliency`` and ``nlft locate``). The weighting
+    settings come as ``overrides`` beside these, one flag per ``WeightingConfig`` field."""
+
+    data: str | None = opt(
+        None, help="records (.jsonl/.json/HF dataset, or nlft:sample); default: the run's data"
+    )
+    split: str | None = opt(None, help="split, for Hugging Face datasets")
+    limit: int | None = opt(None, type=POSITIVE, help="records to score (the first ones)")
+    templates: str | None = opt(
+        None, help="prompt template set: math, generic or a YAML file (default: the run's, else math)"
+    )
+    chat_template: str | None = opt(
+        None, help="chat template for tokenizers without one (llama3 or a Jinja file)"
+    )
+    eos_token: str | None = opt(None, help="token that ends a response (default: the tokenizer's EOS)")
+    max_length: int | None = opt(
+        None,
+        type=number(int, 2, what="at least 2"),
+        help="longest sequence; prompts are cut from the left (default: the run's, else 2048)",
+    )
+    reference_probs: str | None = opt(
+        None,
+        choices=("live", "initial"),
+        help="score X_std/X_judge with the adapter on (live) or off (initial: the frozen base model); "
+        "default: as the run trained (its cached probabilities are the frozen base model's), else live",
+    )
+    dtype: str = opt("auto", choices=DTYPES, help="weight dtype")
+    device: str | None = opt(None, help="cuda, mps or cpu (default: the best available)")
+    batch_size: int = opt(4, type=POSITIVE, help="records scored at once")
+    weighting: str | None = opt(
+        None, group="weighting", help="YAML of weighting fields (e.g. the one nlft studio writes)"
+    )
+
+
+@dataclass(kw_only=True)
+class ReportOptions:
+    """``nlft saliency``: where the weights come from (a model, or a training snapshot) and where the report goes."""
+
+    model: str | None = opt(
+        None,
+        help="hub id, model folder, LoRA adapter folder or run folder (its final adapter); or --snapshot",
+    )
+    snapshot: str | None = opt(
+        None, help="a training snapshot: RUN/saliency/step-N.pt, or a run folder (its newest, or --step)"
+    )
+    step: int | None = opt(None, type=NON_NEGATIVE, help="with --snapshot RUN: the step to show")
+    out: str = opt("saliency.html", help="the HTML file to write")
+
+
+@dataclass(kw_only=True)
+class LocateOptions:
+    """``nlft locate``: the model whose map is measured, and where the figures go."""
+
+    model: str = opt(help="hub id, model folder, LoRA adapter folder or run folder (its final adapter)")
+    out: str | None = opt(None, help="also write the figures and every record's as JSON here")
 
 
 def score_data(

@@ -28,6 +28,7 @@ import threading
 import time
 import urllib.parse
 from collections import OrderedDict
+from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ import yaml
 from .. import resource_path
 from ..jsonl import atomic_write_text
 from ..method.weighting import WeightingConfig
+from ..options import PORT, opt
 from ..runs import RUN_FILE
 from ..train.snapshots import Snapshot, list_snapshots, load_snapshot
 from .views import record_view
@@ -516,6 +518,16 @@ def server_url(server) -> str:
     host, port = server.server_address[:2]
     shown = f"[{host}]" if ":" in str(host) else host
     return f"http://{shown}:{port}/"
+
+
+@dataclass(kw_only=True)
+class StudioOptions:
+    """``nlft studio``: the arguments of ``serve``."""
+
+    run_dir: str = opt(positional=True, metavar="RUN_DIR", help="a run folder (nlft train --output_dir)")
+    host: str = opt("127.0.0.1", help="address to listen on (other than loopback: reachable by others)")
+    port: int = opt(8765, type=PORT, help="port (0: any free one)")
+    open_browser: bool = opt(False, flag="open", help="open the page in a web browser")
 
 
 def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8765, open_browser: bool = False) -> int:

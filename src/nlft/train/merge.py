@@ -14,7 +14,11 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+
+from ..models.loading import DTYPES
+from ..options import opt
 
 MERGE_FILE = "merge.json"
 
@@ -45,6 +49,19 @@ def _check_target(out: Path, sources: list[Path], overwrite: bool) -> None:
                 f"--out {out}: --overwrite replaces only a merged model (a folder with {MERGE_FILE}), and this "
                 "folder is not one; name a new folder"
             )
+
+
+@dataclass(kw_only=True)
+class MergeOptions:
+    """``nlft merge``: the arguments of ``merge_adapter``."""
+
+    model: str = opt(positional=True, help="LoRA adapter folder, run folder, or base model (with --adapter)")
+    out: str = opt(help="folder for the merged model")
+    adapter: str | None = opt(None, help="LoRA adapter folder to merge into MODEL")
+    overwrite: bool = opt(False, help="replace OUT if it exists")
+    dtype: str = opt("auto", choices=DTYPES, help="dtype to merge and save in")
+    device: str | None = opt("cpu", help="where to merge (cpu needs no GPU memory)")
+    trust_remote_code: bool = opt(False, help="run model code from the hub (off: only trusted architectures)")
 
 
 def merge_adapter(
