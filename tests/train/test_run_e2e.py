@@ -325,6 +325,12 @@ def test_sigkill_at_random_moments_and_during_saves_then_resume_is_bit_identical
     args, straight = ten_steps
     run = tmp_path / "killed"
     rng = random.Random(7)
+    # A kill lands within one step of its event: the shortest step of the straight run (its checkpoints' times), so
+    # that a fast machine cannot run past the steps the later rounds need (a fixed 0.5 s could cover several).
+    saved = sorted(
+        (straight / f"checkpoint-{k}" / "trainer_state.json").stat().st_mtime for k in range(1, 11)
+    )
+    step = max(min(b - a for a, b in zip(saved, saved[1:])), 0.01)
     kills, in_save = 0, 0
     for round_ in range(1, 7):
         resume = ["--resume_from_checkpoint", "last"] if round_ > 1 else []
@@ -346,7 +352,7 @@ def test_sigkill_at_random_moments_and_during_saves_then_resume_is_bit_identical
             event = run / "run.json"
         else:  # the next checkpoint, at most the 7th: steps 8-10 are left to run after the delay
             event = run / f"checkpoint-{min(last + 1, 7)}" / "trainer_state.json"
-        killed = _kill_when(proc, event, rng.uniform(0.0, 0.5))
+        killed = _kill_when(proc, event, rng.uniform(0.0, step))
         assert killed, (
             f"round {round_}: the run ended before its kill: " + proc.stderr.read().decode()[-3000:]
         )
