@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import types
 from pathlib import Path
 
 import torch
@@ -80,10 +79,13 @@ def fsdp2(model):
         fsdp_version=2, auto_wrap_policy="transformer_based_wrap", transformer_cls_names_to_wrap=layers,
         reshard_after_forward=True, state_dict_type="FULL_STATE_DICT",
     )  # fmt: skip
-    accelerator = types.SimpleNamespace(
-        state=types.SimpleNamespace(fsdp_plugin=plugin), mixed_precision="no", torch_device_mesh=None,
-        is_main_process=dist.get_rank() == 0,
-    )  # fmt: skip
+    from accelerate import Accelerator
+
+    # A real Accelerator on the process group torchrun made, so that the wrapping reads what the Trainer's does
+    # (its device, process flags, mesh). On CPU accelerate does not turn FSDP on by itself: the plugin is handed
+    # to its state as a GPU launch would.
+    accelerator = Accelerator(cpu=True)
+    accelerator.state.fsdp_plugin = plugin
     return fsdp2_prepare_model(accelerator, model)
 
 
