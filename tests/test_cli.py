@@ -149,3 +149,12 @@ def test_a_port_in_use_and_a_bad_host_are_clear_errors(tmp_path):
     assert code == 2 and "already in use" in err and "Traceback" not in err
     code, err = _run("studio", str(tmp_path), "--host", "no-such-host.invalid", "--port", "0")
     assert code == 2 and "--host no-such-host.invalid" in err
+
+
+def test_saliency_says_what_is_missing_or_too_much_before_loading_anything(tmp_path):
+    out = str(tmp_path / "s.html")
+    code, err = _run("saliency", "--out", out)
+    assert code == 2 and "name what to show: a model (--model) or a training snapshot (--snapshot)" in err
+    code, err = _run("saliency", "--model", "m", "--snapshot", "s", "--out", out)
+    assert code == 2 and "not both" in err
+    assert not (tmp_path / "s.html").exists()

@@ -251,7 +251,9 @@ def make_report(
     from ..jsonl import atomic_write_text
     from .visualisation import render_report
 
-    if (model is None) == (snapshot is None):
+    if model is None and snapshot is None:
+        raise ValueError("name what to show: a model (--model) or a training snapshot (--snapshot)")
+    if model is not None and snapshot is not None:
         raise ValueError("give either a model (--model) or a training snapshot (--snapshot), not both")
     data = scoring.get("data")
     check_output_file(out, inputs=(data,) if data else ())
