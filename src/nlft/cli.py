@@ -546,6 +546,35 @@ def _register_saliency(sub) -> None:
     p.set_defaults(func=_saliency)
 
 
+def _check(args: argparse.Namespace) -> int:
+    from .see.check import CheckOptions, render, run_check
+
+    setup_logging()
+    options = from_args(CheckOptions, args)
+    print(render(run_check(options)))
+    if options.out:
+        print(f"wrote {options.out}")
+    return 0
+
+
+def _register_check(sub) -> None:
+    from .see.check import CheckOptions
+
+    p = _add(
+        sub,
+        "check",
+        "does this model read the standard answer and the judgment? (before anyone trains it)",
+        "Measure what NLFT needs of a model: its greedy accuracy on a task's test questions, how much the standard\n"
+        "answer (X_std) lifts the gold solutions' token probabilities, whether the judgment (X_judge) raises the\n"
+        "step it names more than the rest, and where the default weighting blames tokens (saliency precision\n"
+        "against chance, and recall). Prints a table, a verdict and what to try where a signal is weak.\n\n"
+        "  nlft check nlft:smollm2 --task mini-math --questions 500 --out check.json\n"
+        "  nlft check meta-llama/Meta-Llama-3-8B-Instruct --data judged.jsonl",
+    )
+    add_options(p, CheckOptions)
+    p.set_defaults(func=_check)
+
+
 def _studio(args: argparse.Namespace) -> int:
     from .see.studio import StudioOptions, serve
 
@@ -582,6 +611,7 @@ REGISTRARS: list[Callable] = [
     _register_merge,
     _register_saliency,
     _register_locate,
+    _register_check,
     _register_studio,
     _register_demo,
     _register_experiment,

@@ -1,5 +1,5 @@
 """``nlft:mini``: the shipped model matches its script, loads wherever a model is accepted, and has the
-properties NLFT needs (the cheap ones pinned here; bench/mini_properties.py measures them all)."""
+properties NLFT needs (the cheap ones pinned here; `nlft check nlft:mini` measures them all)."""
 
 from __future__ import annotations
 
