@@ -36,6 +36,28 @@ def test_batched_left_padded_greedy_equals_one_by_one(tiny_dir):
     assert all(isinstance(t, str) for t in batched.values())
 
 
+def test_a_shared_prompt_prefix_computed_once_gives_the_same_greedy_answers_as_plain_batches():
+    """nlft:mini on mini-math under the paper protocol: every prompt starts with the same system prompt, computed
+    once per batch and its cache handed to every row; the answers equal plain left-padded batches' token for token
+    (here the longest-first order is off on one side too, so batches differ in make-up as well)."""
+    from nlft.evals.protocols import PaperProtocol
+    from nlft.tasks import get_task
+
+    model, tok, _ = load_model("nlft:mini", device="cpu", dtype="float32")
+    prompted = PaperProtocol("math").build(get_task("mini-math").load("test", limit=12))
+    reqs = [p.request for p in prompted]
+    settings = SamplingSettings(max_new_tokens=60)
+    fast = HFBackend(model, tok, settings, batch_size=6)
+    plain = HFBackend(model, tok, settings, batch_size=6, sort=False, share_prefix=False)
+    shared = fast._shared_prefix([fast.prompt_ids(r) for r in reqs])
+    assert shared >= 16 and plain._shared_prefix([plain.prompt_ids(r) for r in reqs]) == 0
+    got = {r.key: (c.text, c.finish_reason) for r, c in fast.generate(reqs)}
+    want = {r.key: (c.text, c.finish_reason) for r, c in plain.generate(reqs)}
+    assert got == want and any(text for text, _ in got.values())
+    sampled = HFBackend(model, tok, SamplingSettings(max_new_tokens=20, temperature=1.0, seed=3), batch_size=6)
+    assert [c.text for _, c in sampled.generate(reqs)] == [c.text for _, c in sampled.generate(reqs)]
+
+
 def test_sampling_is_seeded(tiny_dir):
     model, tok, _ = load_model(tiny_dir, device="cpu")
 

@@ -18,13 +18,12 @@ import json
 import re
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..jsonl import AppendLog, atomic_write_json
-from ..models.generation import BackendOptions, Request, SamplingSettings, make_backend
+from ..models.generation import BackendOptions, SamplingSettings, make_backend
 from ..models.loading import free_accelerator_memory
 from ..options import NON_NEGATIVE, POSITIVE, TEMPERATURE, TOP_P, opt
 from ..records import Question
@@ -149,13 +148,12 @@ def evaluate(
     describe: dict[str, Any] | None = None,
     overwrite: bool = False,
     progress: bool = True,
-    sort_key: Callable[[Request], int] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``data`` with ``backend`` (``HFBackend`` or ``OpenAIBackend``; None when ``pending`` says nothing
     is left) under ``protocol``; resume from ``out``.
 
-    ``describe`` (model, adapter, run, checkpoint, ...) is stored in the settings and the summary. ``sort_key``
-    orders the remaining requests within a seed (longest prompts first batch with the least padding).
+    ``describe`` (model, adapter, run, checkpoint, ...) is stored in the settings and the summary. (A local
+    back-end batches prompts of similar length itself.)
     Returns the summary, also written to ``out/summary.json``.
     """
     from tqdm.auto import tqdm
@@ -195,8 +193,6 @@ def evaluate(
             todo = [p for p in prompted if item_key(p.question.id, seed) not in log]
             if not todo:
                 continue
-            if sort_key is not None:
-                todo.sort(key=lambda p: -sort_key(p.request))
             if backend is None:
                 raise ValueError(
                     f"{out}: {len(todo)} items still to generate, and no back-end to generate them"
@@ -515,7 +511,6 @@ def _eval_hf(
         describe=describe,
         overwrite=overwrite,
         progress=progress,
-        sort_key=lambda request: len(backend.prompt_ids(request)),
     )
 
 

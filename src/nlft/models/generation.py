@@ -97,6 +97,10 @@ def _stable_seed(seed: int, key: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:4], "little")
 
 
+# A shared prompt prefix shorter than this is computed with the rest: a cache of its own would not pay.
+MIN_SHARED_PREFIX = 16
+
+
 class HFBackend:
     """Batched generation with a transformers causal LM (and optional PEFT adapter)."""
 
@@ -108,9 +112,13 @@ class HFBackend:
         *,
         batch_size: int = 8,
         renderer=None,
+        sort: bool = True,
+        share_prefix: bool = True,
     ):
         from ..prompts import PromptRenderer
 
+        self.sort = sort
+        self.share_prefix = share_prefix
         self.model = model
         self.tokenizer = tokenizer
         self.settings = settings or SamplingSettings()
@@ -134,51 +142,92 @@ class HFBackend:
         return self.tokenizer(request.text, add_special_tokens=True).input_ids
 
     def generate(self, requests: Iterable[Request]) -> Iterator[tuple[Request, Completion]]:
+        """Completions of ``requests``, batch by batch, in the order they finish (each with its request).
+
+        Batches hold prompts of similar length (longest first), so little of a batch is padding. Where the prompts
+        of a batch start alike (the chat template's system prompt, the same for every question), that shared
+        prefix is computed once and its cache handed to every row, which then computes only its own suffix."""
+        requests = list(requests)
+        encoded = [self.prompt_ids(r) for r in requests]
+        order = (
+            sorted(range(len(requests)), key=lambda i: -len(encoded[i]))
+            if self.sort
+            else range(len(requests))
+        )
+        order = list(order)
+        for start in range(0, len(order), self.batch_size):
+            chosen = order[start : start + self.batch_size]
+            batch = [requests[i] for i in chosen]
+            for request, new in zip(batch, self._generate_batch(batch, [encoded[i] for i in chosen])):
+                yield request, self._completion(new)
+
+    def _completion(self, new: list[int]) -> Completion:
+        s = self.settings
+        finish = "length"
+        for j, tok in enumerate(new):
+            if tok in self.eos_ids:
+                new, finish = new[:j], "stop"
+                break
+        text = self.tokenizer.decode(new, skip_special_tokens=True)
+        if s.stop:
+            cut = cut_at_stop(text, s.stop)
+            finish = "stop" if cut != text else finish
+            text = cut
+        return Completion(text, finish_reason=finish)
+
+    def _generate_batch(self, batch: list[Request], encoded: list[list[int]]) -> list[list[int]]:
+        """The new tokens of each row of one batch."""
         import torch
 
-        requests = list(requests)
         device = next(self.model.parameters()).device
         s = self.settings
-        for start in range(0, len(requests), self.batch_size):
-            batch = requests[start : start + self.batch_size]
-            encoded = [self.prompt_ids(r) for r in batch]
-            width = max(len(e) for e in encoded)
-            input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-            attention = torch.zeros((len(batch), width), dtype=torch.long)
-            for i, ids in enumerate(encoded):  # left padding: every prompt ends where generation starts
-                input_ids[i, width - len(ids) :] = torch.tensor(ids)
-                attention[i, width - len(ids) :] = 1
-            kwargs: dict[str, Any] = dict(
-                max_new_tokens=s.max_new_tokens,
-                pad_token_id=self.pad_id,
-                eos_token_id=self.eos_ids,
-                do_sample=not s.greedy,
+        shared = self._shared_prefix(encoded)
+        suffixes = [ids[shared:] for ids in encoded]
+        width = shared + max(len(e) for e in suffixes)
+        input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, (ids, suffix) in enumerate(zip(encoded, suffixes)):
+            # [shared prefix][padding][own suffix]: every prompt ends where generation starts, and the prefix sits
+            # at the same positions in every row, so one cache of it serves them all.
+            input_ids[i, :shared] = torch.tensor(ids[:shared], dtype=torch.long)
+            attention[i, :shared] = 1
+            input_ids[i, width - len(suffix) :] = torch.tensor(suffix, dtype=torch.long)
+            attention[i, width - len(suffix) :] = 1
+        kwargs: dict[str, Any] = dict(
+            max_new_tokens=s.max_new_tokens,
+            pad_token_id=self.pad_id,
+            eos_token_id=self.eos_ids,
+            do_sample=not s.greedy,
+        )
+        if s.greedy:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        else:
+            kwargs.update(temperature=s.temperature, top_p=s.top_p, top_k=None)
+            # Seeded by the batch's first key: a rerun of the same batch samples the same text.
+            torch.manual_seed(_stable_seed(s.seed, batch[0].key))
+        if s.stop:
+            kwargs.update(stop_strings=list(s.stop), tokenizer=self.tokenizer)
+        with torch.inference_mode():
+            if shared:
+                cache = self.model(
+                    input_ids=input_ids[:1, :shared].to(device), use_cache=True
+                ).past_key_values
+                cache.batch_repeat_interleave(len(batch))
+                kwargs["past_key_values"] = cache
+            out = self.model.generate(
+                input_ids=input_ids.to(device), attention_mask=attention.to(device), **kwargs
             )
-            if s.greedy:
-                kwargs.update(temperature=None, top_p=None, top_k=None)
-            else:
-                kwargs.update(temperature=s.temperature, top_p=s.top_p, top_k=None)
-                # Seeded by the batch's first key: a rerun of the same batch samples the same text.
-                torch.manual_seed(_stable_seed(s.seed, batch[0].key))
-            if s.stop:
-                kwargs.update(stop_strings=list(s.stop), tokenizer=self.tokenizer)
-            with torch.inference_mode():
-                out = self.model.generate(
-                    input_ids=input_ids.to(device), attention_mask=attention.to(device), **kwargs
-                )
-            for i, request in enumerate(batch):
-                new = out[i, width:].tolist()
-                finish = "length"
-                for j, tok in enumerate(new):
-                    if tok in self.eos_ids:
-                        new, finish = new[:j], "stop"
-                        break
-                text = self.tokenizer.decode(new, skip_special_tokens=True)
-                if s.stop:
-                    cut = cut_at_stop(text, s.stop)
-                    finish = "stop" if cut != text else finish
-                    text = cut
-                yield request, Completion(text, finish_reason=finish)
+        return [out[i, width:].tolist() for i in range(len(batch))]
+
+    def _shared_prefix(self, encoded: list[list[int]]) -> int:
+        """How many first tokens every prompt of a batch shares (0: not worth a cache of its own)."""
+        if not self.share_prefix or len(encoded) < 2:
+            return 0
+        first, most = encoded[0], min(len(e) for e in encoded) - 1  # every row keeps a token of its own
+        n = 0
+        while n < most and all(e[n] == first[n] for e in encoded):
+            n += 1
+        return n if n >= MIN_SHARED_PREFIX else 0
 
 
 BACKENDS = ("hf", "openai")
