@@ -54,7 +54,9 @@ def test_a_shared_prompt_prefix_computed_once_gives_the_same_greedy_answers_as_p
     got = {r.key: (c.text, c.finish_reason) for r, c in fast.generate(reqs)}
     want = {r.key: (c.text, c.finish_reason) for r, c in plain.generate(reqs)}
     assert got == want and any(text for text, _ in got.values())
-    sampled = HFBackend(model, tok, SamplingSettings(max_new_tokens=20, temperature=1.0, seed=3), batch_size=6)
+    sampled = HFBackend(
+        model, tok, SamplingSettings(max_new_tokens=20, temperature=1.0, seed=3), batch_size=6
+    )
     assert [c.text for _, c in sampled.generate(reqs)] == [c.text for _, c in sampled.generate(reqs)]
 
 
