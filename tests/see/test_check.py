@@ -66,3 +66,18 @@ def test_check_refuses_an_unknown_task_and_a_folder_as_out_before_loading_a_mode
     with pytest.raises(SystemExit) as info:
         main(["check", "nlft:tiny", "--out", str(tmp_path)])
     assert info.value.code == 2 and str(tmp_path) in capsys.readouterr().err
+
+
+def test_check_on_records_with_judgments_measures_all_but_accuracy(tmp_path, capsys):
+    from nlft.records import SAMPLE_RECORDS, load_records
+
+    out = tmp_path / "check.json"
+    with pytest.raises(SystemExit) as info:
+        main(["check", "nlft:tiny", "--data", "nlft:sample", "--questions", "6", "--out", str(out),
+              "--no-progress", "--device", "cpu"])  # fmt: skip
+    assert info.value.code == 0, capsys.readouterr().err
+    m = json.loads(out.read_text())
+    records = list(load_records(SAMPLE_RECORDS))[:6]
+    assert "accuracy" not in m and m["records"] == 6 and m["on"] == "nlft:sample"
+    assert m["judged"] == sum(1 for r in records if not r.is_correct and r.judgment)
+    assert m["localization"]["wrong"] == m["judged"] and m["gold_tokens"] > 0

@@ -119,9 +119,9 @@ def _task_records(model, tokenizer, o: CheckOptions):
 
 
 def _data_records(o: CheckOptions):
-    from ..records import Record, load_records
+    from ..records import Record, load_records, resolve_records_spec
 
-    records = list(load_records(o.data))[: o.questions]
+    records = list(load_records(resolve_records_spec(o.data)))[: o.questions]
     judged = [r for r in records if not r.is_correct and r.judgment]
     seen, gold = set(), []
     for r in records:
