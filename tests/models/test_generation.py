@@ -36,6 +36,7 @@ def test_batched_left_padded_greedy_equals_one_by_one(tiny_dir):
     assert all(isinstance(t, str) for t in batched.values())
 
 
+@pytest.mark.slow
 def test_a_shared_prompt_prefix_computed_once_gives_the_same_greedy_answers_as_plain_batches():
     """nlft:mini on mini-math under the paper protocol: every prompt starts with the same system prompt, computed
     once per batch and its cache handed to every row; the answers equal plain left-padded batches' token for token

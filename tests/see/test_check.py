@@ -68,6 +68,7 @@ def test_check_refuses_an_unknown_task_and_a_folder_as_out_before_loading_a_mode
     assert info.value.code == 2 and str(tmp_path) in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_check_on_records_with_judgments_measures_all_but_accuracy(tmp_path, capsys):
     from nlft.records import SAMPLE_RECORDS, load_records
 

@@ -6,10 +6,9 @@ import torch
 
 from nlft.method.weighting import WeightingConfig, token_weights
 from nlft.see.views import record_view
-from nlft.train.callbacks import TrainerAware
+from nlft.train.callbacks import TrainerAware, choose_probe
 from nlft.train.snapshots import (
     Snapshot,
-    choose_probe,
     list_snapshots,
     load_snapshot,
     snapshot_path,

@@ -18,9 +18,7 @@ from ..models.loading import DTYPES
 from ..options import NON_NEGATIVE, POSITIVE, number, opt
 from ..prompts import EncodedRecord
 from ..records import Record
-from ..train.config import resolve_weighting
 from ..train.probes import ProbeRecord, probe_records
-from ..train.snapshots import find_snapshot, load_snapshot
 from .views import RecordView, record_view
 
 logger = logging.getLogger(__name__)
@@ -203,6 +201,8 @@ def score_data(
     if not data:
         raise ValueError("no records: pass --data (a records file, or nlft:sample)")
     base = _weighting_of(trained) if trained else WeightingConfig()
+    from ..train.config import resolve_weighting
+
     cfg = resolve_weighting(base, weighting, overrides)
     if reference_probs is None:
         reference_probs = "initial" if trained.get("reference_probs") in ("initial", "cached") else "live"
@@ -260,8 +260,12 @@ def make_report(
     if limit is not None and limit < 1:
         raise ValueError(f"--limit must be at least 1, got {limit}")
     if snapshot is not None:
+        from ..train.snapshots import find_snapshot, load_snapshot
+
         path = find_snapshot(snapshot, step)
         snap = load_snapshot(path)
+        from ..train.config import resolve_weighting
+
         cfg = resolve_weighting(snap.weighting, weighting, overrides)
         records = snap.records[:limit]
         details = {"snapshot": path, "step": snap.step, "reference probs": snap.reference_probs}

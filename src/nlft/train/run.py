@@ -448,7 +448,7 @@ def _run_callbacks(job: TrainingJob, method: Method, extra: list | None) -> list
             callbacks.append(LiveWeighting(job.run_dir, schedule, poll=job.args.live_weighting))
     if job.args.saliency_steps > 0:
         if method.uses_weighting:
-            from .snapshots import snapshot_callback
+            from .callbacks import snapshot_callback
 
             callbacks.append(
                 snapshot_callback(

@@ -12,7 +12,6 @@ import io
 import logging
 import re
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,12 +20,8 @@ import torch
 
 from ..jsonl import atomic_write_bytes
 from ..method.weighting import WeightingConfig
-from ..prompts import EncodedRecord
-from ..records import Record
 from ..runs import SALIENCY_DIR
-from .batches import eval_batches
-from .callbacks import TrainerAware
-from .probes import ProbeRecord, probe_records
+from .probes import ProbeRecord
 
 logger = logging.getLogger(__name__)
 
@@ -138,92 +133,3 @@ def find_snapshot(spec: str | Path, step: int | None = None) -> Path:
 # --------------------------------------------------------------------------------------------------------------
 # The training callback
 # --------------------------------------------------------------------------------------------------------------
-
-
-def choose_probe(records: Sequence[EncodedRecord], k: int) -> list[EncodedRecord]:
-    """``k`` records to follow, wrong and correct alternating in data order, so that both kinds are shown."""
-    wrong = [r for r in records if not r.correct]
-    right = [r for r in records if r.correct]
-    out: list[EncodedRecord] = []
-    while len(out) < k and (wrong or right):
-        for pool in (wrong, right):
-            if pool and len(out) < k:
-                out.append(pool.pop(0))
-    return out
-
-
-class SaliencySnapshots(TrainerAware):
-    """Every ``every`` optimizer steps (and at the start and the end of training) stores a ``Snapshot`` of the
-    probe records in ``RUN/saliency/``, scored by the trainer's own ``score_batch``.
-
-    The model is scored in eval mode without gradient, so dropout does not make the snapshot random, by every
-    process alike — under sharded engines (FSDP, ZeRO-3) each forward gathers parameters from all of them — and
-    the main process writes the file. ``nlft.train.run`` binds the ``NLFTTrainer``.
-    """
-
-    def __init__(
-        self, run_dir: str | Path, probe: Sequence[EncodedRecord], texts: dict[str, Record], every: int
-    ):
-        if every < 1:
-            raise ValueError(f"saliency snapshots every {every} steps: must be at least 1")
-        missing = [r.id for r in probe if r.id not in texts]
-        if missing:
-            raise ValueError(f"saliency probe records without their text: {', '.join(missing)}")
-        self.run_dir = Path(run_dir)
-        self.probe = list(probe)
-        self.texts = texts
-        self.every = every
-        self._last_step: int | None = None
-
-    def snapshot(self, step: int, epoch: float | None, write: bool = True) -> Path | None:
-        trainer = self.trainer
-        if trainer is None or not hasattr(trainer, "score_batch"):
-            raise RuntimeError("SaliencySnapshots needs its NLFTTrainer (set .trainer)")
-        model = trainer.model
-        records: list[ProbeRecord] = []
-        for part, scores in eval_batches(
-            model,
-            self.probe,
-            trainer.data_collator,
-            lambda batch: trainer.score_batch(model, batch),
-            batch_size=trainer.args.per_device_train_batch_size,
-        ):
-            records += probe_records(scores, part, self.texts, trainer.processing_class)
-        snap = Snapshot(
-            step=step,
-            records=records,
-            weighting=trainer.weighting,
-            epoch=epoch,
-            reference_probs=trainer.args.reference_probs,
-        )
-        self._last_step = step
-        if not write:
-            return None
-        path = write_snapshot(self.run_dir, snap)
-        logger.debug("saliency snapshot of step %d: %s", step, path)
-        return path
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.snapshot(state.global_step, state.epoch, write=state.is_world_process_zero)
-        return control
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step % self.every == 0:
-            self.snapshot(state.global_step, state.epoch, write=state.is_world_process_zero)
-        return control
-
-    def on_train_end(self, args, state, control, **kwargs):
-        if self._last_step != state.global_step:
-            self.snapshot(state.global_step, state.epoch, write=state.is_world_process_zero)
-        return control
-
-
-def snapshot_callback(
-    run_dir: str | Path, records: Sequence[EncodedRecord], texts: Sequence[Record], every: int, probe: int
-) -> SaliencySnapshots:
-    """The callback ``nlft train`` adds when ``saliency_steps > 0``: ``probe`` of ``records`` every ``every`` steps."""
-    if probe < 1:
-        raise ValueError(f"saliency_probe must be at least 1, got {probe}")
-    chosen = choose_probe(records, probe)
-    wanted = {r.id for r in chosen}
-    return SaliencySnapshots(run_dir, chosen, {t.id: t for t in texts if t.id in wanted}, every)
