@@ -6,9 +6,10 @@ The same greedy task both ways: the first ``--questions`` mini-math test questio
 prompt (the X_base prompt: the math system prompt, then the question, through the chat template).
 
 * **plain**: ``model.generate`` on left-padded batches of 32 in the questions' order, as one would write it;
-* **HFBackend**: nlft's back-end, which batches prompts of similar length (longest first) and computes the prompt
-  prefix every question shares (the system prompt, about two thirds of each prompt) once per batch, handing its
-  cache to every row; at batch 32 and at ``--big-batch``.
+* **HFBackend**: nlft's back-end on its continuous-batching loop (``nlft.models.decoding``): prompts longest
+  first, the prefix every question shares (the system prompt, about two thirds of each prompt) computed once, a
+  key/value buffer written in place rather than grown by concatenation, and each row refilled with the next
+  prompt as soon as its answer ends; at 32 rows and at each of ``--rows``.
 
 Reported: questions per second of each, their ratio to plain's, and how many answers are token for token the
 plain run's (greedy decoding: they should all be). Writes ``bench/results/generate.{json,md}``.
@@ -58,7 +59,7 @@ def main() -> None:
     parser.add_argument("--model", default="nlft:smollm2")
     parser.add_argument("--questions", type=int, default=200)
     parser.add_argument("--max-new-tokens", type=int, default=128)
-    parser.add_argument("--big-batch", type=int, default=64)
+    parser.add_argument("--rows", default="64,128", help="HFBackend row counts besides 32, comma-separated")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "generate.json")
     args = parser.parse_args()
 
@@ -79,7 +80,7 @@ def main() -> None:
     plain_s = time.perf_counter() - started
     rows.append({"run": "plain model.generate, batch 32", "seconds": plain_s, "identical": len(baseline)})
     print(f"plain: {plain_s:.1f}s")
-    for batch in (32, args.big_batch):
+    for batch in [32] + [int(r) for r in args.rows.split(",") if r]:
         runner = HFBackend(model, tokenizer, settings, batch_size=batch)
         started = time.perf_counter()
         texts = {r.key: c.text for r, c in runner.generate(requests)}
@@ -87,12 +88,12 @@ def main() -> None:
         same = sum(texts[r.key] == b for r, b in zip(requests, baseline))
         rows.append(
             {
-                "run": f"HFBackend, batch {batch} (sorted, shared prefix)",
+                "run": f"HFBackend, {batch} rows (continuous batching, shared prefix)",
                 "seconds": seconds,
                 "identical": same,
             }
         )
-        print(f"HFBackend batch {batch}: {seconds:.1f}s, {same} of {len(requests)} answers identical")
+        print(f"HFBackend {batch} rows: {seconds:.1f}s, {same} of {len(requests)} answers identical")
     for row in rows:
         row["questions_per_second"] = len(requests) / row["seconds"]
         row["speedup"] = plain_s / row["seconds"]

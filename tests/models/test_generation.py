@@ -49,7 +49,7 @@ def test_a_shared_prompt_prefix_computed_once_gives_the_same_greedy_answers_as_p
     reqs = [p.request for p in prompted]
     settings = SamplingSettings(max_new_tokens=60)
     fast = HFBackend(model, tok, settings, batch_size=6)
-    plain = HFBackend(model, tok, settings, batch_size=6, sort=False, share_prefix=False)
+    plain = HFBackend(model, tok, settings, batch_size=6, sort=False, share_prefix=False, continuous=False)
     shared = fast._shared_prefix([fast.prompt_ids(r) for r in reqs])
     assert shared >= 16 and plain._shared_prefix([plain.prompt_ids(r) for r in reqs]) == 0
     got = {r.key: (c.text, c.finish_reason) for r, c in fast.generate(reqs)}

@@ -380,11 +380,12 @@ def _generate(
 ) -> Iterator[tuple[Request, Completion]]:
     """Pending requests through the back-end, each yielded as it completes.
 
-    A local model samples a whole batch with one seed, so a batch is always the same fixed slice of all
+    A local model on the continuous loop seeds each request by its key, so only the missing ones are sent. One on
+    ``model.generate`` samples a whole batch with one seed, so a batch is always the same fixed slice of all
     requests: a resumed run regenerates a half-written batch exactly as the first run would have, and writes
     only the samples that are missing.
     """
-    if not isinstance(backend, HFBackend):
+    if not isinstance(backend, HFBackend) or backend.seeds_each_request:
         yield from backend.generate(pending)
         return
     size = backend.batch_size

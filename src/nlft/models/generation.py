@@ -110,13 +110,15 @@ class HFBackend:
         tokenizer,
         settings: SamplingSettings | None = None,
         *,
-        batch_size: int = 8,
+        batch_size: int = 32,
         renderer=None,
         sort: bool = True,
         share_prefix: bool = True,
+        continuous: bool = True,
     ):
         from ..prompts import PromptRenderer
 
+        self.continuous = continuous
         self.sort = sort
         self.share_prefix = share_prefix
         self.model = model
@@ -134,6 +136,14 @@ class HFBackend:
         pad = tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else self.eos_ids[0]
 
+    @property
+    def seeds_each_request(self) -> bool:
+        """Whether a sampled request's text depends only on its key and seed (the continuous loop), not on the
+        batch it shares (``model.generate``: one seed per batch)."""
+        from . import decoding
+
+        return self.continuous and decoding.supports(self.model)
+
     def prompt_ids(self, request: Request) -> list[int]:
         if request.messages is not None:
             system = next((m["content"] for m in request.messages if m["role"] == "system"), "")
@@ -142,11 +152,15 @@ class HFBackend:
         return self.tokenizer(request.text, add_special_tokens=True).input_ids
 
     def generate(self, requests: Iterable[Request]) -> Iterator[tuple[Request, Completion]]:
-        """Completions of ``requests``, batch by batch, in the order they finish (each with its request).
+        """Completions of ``requests``, in the order they finish (each with its request).
 
-        Batches hold prompts of similar length (longest first), so little of a batch is padding. Where the prompts
-        of a batch start alike (the chat template's system prompt, the same for every question), that shared
-        prefix is computed once and its cache handed to every row, which then computes only its own suffix."""
+        Prompts are taken longest first, so that little of a batch is padding, and the prompt prefix they all share
+        (the chat template's system prompt, the same for every question) is computed once. Models on the standard
+        cache path run on ``decoding.ContinuousBatcher``: ``batch_size`` rows in flight, a row refilled with the
+        next prompt as soon as its answer ends. Others run ``model.generate`` batch by batch, each batch's shared
+        prefix computed once and its cache handed to every row."""
+        from . import decoding
+
         requests = list(requests)
         encoded = [self.prompt_ids(r) for r in requests]
         order = (
@@ -155,11 +169,58 @@ class HFBackend:
             else range(len(requests))
         )
         order = list(order)
+        if self.seeds_each_request:
+            batcher = decoding.ContinuousBatcher(
+                self.model,
+                rows=self.batch_size,
+                max_new_tokens=self.settings.max_new_tokens,
+                eos_ids=self.eos_ids,
+                pad_id=self.pad_id,
+                choose=self._chooser(requests),
+                stopped=self._stopped if self.settings.stop else None,
+            )
+            for i, new in batcher.run(encoded, order, self._shared_prefix(encoded)):
+                yield requests[i], self._completion(new)
+            return
         for start in range(0, len(order), self.batch_size):
             chosen = order[start : start + self.batch_size]
             batch = [requests[i] for i in chosen]
             for request, new in zip(batch, self._generate_batch(batch, [encoded[i] for i in chosen])):
                 yield request, self._completion(new)
+
+    def _chooser(self, requests: list[Request]):
+        """The next-token rule of the continuous loop: argmax, or a draw from each request's own generator
+        (seeded by its key: a request samples the same text whatever else is in flight), after temperature and
+        top-p as ``model.generate`` applies them."""
+        import torch
+
+        s = self.settings
+        if s.greedy:
+            return lambda logits, _: logits.argmax(-1).tolist()
+        generators: dict[int, torch.Generator] = {}
+
+        def choose(logits, indices):
+            logits = logits / s.temperature
+            if s.top_p < 1:
+                ordered, positions = torch.sort(logits, descending=False, dim=-1)
+                cumulative = ordered.softmax(dim=-1).cumsum(dim=-1)
+                drop = cumulative <= 1 - s.top_p
+                drop[..., -1:] = False  # the most likely token always stays
+                logits = logits.masked_fill(drop.scatter(1, positions, drop), float("-inf"))
+            probs = logits.softmax(dim=-1)
+            out = []
+            for row, i in enumerate(indices):
+                if i not in generators:
+                    generators[i] = torch.Generator().manual_seed(_stable_seed(s.seed, requests[i].key))
+                out.append(int(torch.multinomial(probs[row], 1, generator=generators[i])))
+            return out
+
+        return choose
+
+    def _stopped(self, new: list[int]) -> bool:
+        """Whether the end of a row's new tokens holds a stop string (the text is cut there afterwards)."""
+        tail = self.tokenizer.decode(new[-16:], skip_special_tokens=True)
+        return any(stop and stop in tail for stop in self.settings.stop)
 
     def _completion(self, new: list[int]) -> Completion:
         s = self.settings
@@ -264,7 +325,11 @@ class BackendOptions:
         "backoff and jitter",
     )
     stream: bool = opt(False, help="openai: stream replies")
-    batch_size: int = opt(8, type=POSITIVE, help="hf: prompts per generation batch")
+    batch_size: int = opt(
+        32,
+        type=POSITIVE,
+        help="hf: prompts generated at once (on the continuous loop, a row whose answer ends takes the next prompt)",
+    )
     dtype: str = opt("auto", choices=DTYPES, help="hf: weight dtype")
     device: str | None = opt(None, help="hf: cuda, mps or cpu; unset: the best available")
     trust_remote_code: bool = opt(False, help="hf: allow the model's own Python code (off by default)")
