@@ -343,7 +343,10 @@ def _train_cell(o: ExperimentOptions, out: Path, cell: Cell, records: list) -> N
         "--save_total_limit", "1",
         "--disable_tqdm", str(not o.progress).lower(),
         *(["--use_cpu", "true"] if o.device == "cpu" else []),
-        "--grpo_max_completion_length", str(o.max_new_tokens),  # as long as the samples and the evaluation's
+        # On-policy methods' rollouts as long as the samples and the evaluation's answers.
+        "--grpo_max_completion_length", str(o.max_new_tokens),
+        "--sdft_max_completion_length", str(o.max_new_tokens),
+        "--sdpo_max_completion_length", str(o.max_new_tokens),
         *resume,
         *o.train_args,
     ]  # fmt: skip

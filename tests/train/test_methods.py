@@ -4,6 +4,8 @@ every method trains on the same records with the same schedule."""
 import json
 from types import SimpleNamespace
 
+import pytest
+
 from nlft.train.methods import METHODS, get_method
 from nlft.train.run import load_training_tokenizer, prepare_records, train
 
@@ -48,19 +50,23 @@ def test_sft_trains_on_every_response(tmp_path):
 
 
 def test_every_method_trains_on_the_same_records_with_the_same_schedule(tmp_path):
-    from nlft.train.methods import GRPOSettings
+    from nlft.train.methods import GRPOSettings, SDFTSettings, SDPOSettings
 
     configs = {}
-    small_rl = GRPOSettings(grpo_num_generations=2, grpo_max_completion_length=8)  # one question per step
+    small = {  # one question per step, short rollouts
+        "grpo": GRPOSettings(grpo_num_generations=2, grpo_max_completion_length=8),
+        "sdft": SDFTSettings(sdft_max_completion_length=8),
+        "sdpo": SDPOSettings(sdpo_num_generations=2, sdpo_max_completion_length=8),
+    }
     for method in sorted(METHODS):
         cfg = config(tmp_path, "--method", method, "--max_steps", "2", "--seed", "3", "--gradient_accumulation_steps",
                      "1", "--per_device_train_batch_size", "1", name=method)  # fmt: skip
-        result = train(*cfg, method_settings=small_rl if method == "grpo" else None)
+        result = train(*cfg, method_settings=small.get(method))
         info = json.loads((result.run_dir / "run.json").read_text())
         assert info["method"] == method and info["records"] == len(ROWS) and result.global_step == 2
         lines = (result.run_dir / "config.yaml").read_text().splitlines()
         configs[method] = sorted(
-            x for x in lines if not x.startswith(("method:", "data:", "output_dir:", "grpo_"))
+            x for x in lines if not x.startswith(("method:", "data:", "output_dir:", "grpo_", "sdft_", "sdpo_"))
         )
     first = configs.pop("nlft")
     assert "max_steps: 2" in first and "seed: 3" in first
@@ -139,3 +145,133 @@ def test_grpo_settings_are_checked():
     # The reward rule is the task's: checked against it when the reward is made.
     with pytest.raises(ValueError, match="unknown extraction rule 'nearest'"):
         CorrectnessReward(rule="nearest")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The 2026 baselines: dft, sdft, sdpo
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_dft_trains_on_sfts_token_ids_with_trls_dft_loss(tmp_path):
+    job = job_for(tmp_path)
+    job.args = config(tmp_path)[2]
+    assert get_method("dft").rows(job) == get_method("sft").rows(job)
+    assert get_method("dft").config(job).loss_type == "dft" and get_method("sft").config(job).loss_type == "nll"
+
+
+def test_sdft_rows_give_the_teacher_nlfts_x_std_prompt_whole(tmp_path):
+    from nlft.train.methods import sdft_rows
+
+    job = job_for(tmp_path)
+    rows = sdft_rows(job)
+    assert len(rows) == 2  # one per question
+    golds = list(dict.fromkeys(r["reference"] for r in ROWS))
+    firsts = [job.records[[t.question for t in job.texts].index(q)] for q in dict.fromkeys(t.question for t in job.texts)]
+    for row, record, gold in zip(rows, firsts, golds):
+        # trl builds the teacher prompt as teacher_prompt_template.format(...), which the method sets to the context.
+        teacher = "{privileged_context}".format(prompt=row["prompt"], privileged_context=row["privileged_context"])
+        assert gold in teacher and gold not in row["prompt"]
+        assert job.tokenizer(teacher)["input_ids"] == list(record.prompt_ids["std"])
+        assert job.tokenizer(row["prompt"])["input_ids"] == list(record.prompt_ids["base"])
+
+
+def test_sdpo_rows_carry_the_questions_judgment_as_feedback(tmp_path):
+    from nlft.train.methods import SDPOSettings, sdpo_rows
+
+    job = job_for(tmp_path)
+    rows = sdpo_rows(job)
+    judged = {r["question"]: r["judgment"] for r in ROWS if "judgment" in r}
+    assert len(rows) == 2
+    for row in rows:
+        question = row["prompt"][-1]["content"]
+        match = [j for q, j in judged.items() if q in question]
+        assert row["privileged_context"] == (match[0] if match else None)
+    assert any(r["privileged_context"] for r in rows)
+    # trl puts it to the teacher through the feedback template: the judge's words, verbatim.
+    feedback = SDPOSettings().sdpo_feedback_template.format(feedback_raw=rows[0]["privileged_context"] or "x")
+    assert (rows[0]["privileged_context"] or "x") in feedback
+
+
+def _self_distillation_run(tmp_path, method: str, extra: list[str], steps: int = 2, **kw):
+    from nlft.train.config import parse_train_config
+
+    data, model_cfg, args, *settings = parse_train_config(
+        [
+            "--method", method, "--data", str(config(tmp_path)[0].data), "--model_name_or_path", "nlft:tiny",
+            "--output_dir", str(tmp_path / method), "--dtype", "float32", "--use_cpu", "true", "--report_to", "none",
+            "--disable_tqdm", "true", "--max_length", "512", "--max_steps", str(steps),
+            "--gradient_accumulation_steps", "1", "--per_device_train_batch_size", "1", "--logging_steps", "1",
+            "--seed", "5", "--learning_rate", "1e-2", *extra,
+        ]
+    )  # fmt: skip
+    own = next(s for s in settings if type(s).__name__.lower().startswith(method))
+    return train(data, model_cfg, args, method_settings=own, **kw), own
+
+
+def _adapter(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "adapter" / "adapter_model.safetensors"))
+
+
+def test_sdft_and_sdpo_train_record_costs_and_show_the_teacher_the_privileged_text(tmp_path):
+    """A few steps of each: the LoRA weights move, run.json is complete with the tokens generated, and the
+    teacher's rendered prompt holds the standard answer (sdft) or the judgment (sdpo)."""
+    import torch
+
+    seen: dict[str, list[str]] = {"sdft": [], "sdpo": []}
+    for method, extra in (
+        ("sdft", ["--sdft_max_completion_length", "8"]),
+        ("sdpo", ["--sdpo_num_generations", "2", "--sdpo_max_completion_length", "8"]),
+    ):
+        from transformers import TrainerCallback
+
+        class Teacher(TrainerCallback):
+            def on_self_distillation_batch_prepared(self, *, teacher_input_ids=None, processing_class=None, **_):
+                seen[method] += processing_class.batch_decode(teacher_input_ids, skip_special_tokens=False)
+
+        _self_distillation_run(tmp_path, method, extra, callbacks=[Teacher()])
+        info = json.loads((tmp_path / method / "run.json").read_text())
+        assert info["finished"] and info["global_step"] == 2 and info["method"] == method
+        assert 0 < info["tokens_generated"] <= 2 * 2 * 8
+        assert info["peak_memory_mb"] > 0 and info["train_seconds"] > 0
+        weights = _adapter(tmp_path / method)
+        assert any(k for k in weights if "lora_B" in k) and any(
+            torch.count_nonzero(v) for k, v in weights.items() if "lora_B" in k
+        )  # LoRA's B starts at zero: it moved
+    golds = {r["reference"] for r in ROWS}
+    assert seen["sdft"] and all(any(g in t for g in golds) for t in seen["sdft"])
+    judgments = {r["judgment"] for r in ROWS if "judgment" in r}
+    assert seen["sdpo"] and any(any(j in t for j in judgments) for t in seen["sdpo"])
+
+
+@pytest.mark.parametrize("method", ["sdft", "sdpo"])
+def test_a_resumed_self_distillation_run_ends_where_an_uninterrupted_one_ends(tmp_path, method):
+    """Stopped after its step-2 checkpoint (the same 4-step schedule) and resumed: the LoRA weights are the straight
+    run's. Two questions, one per step: the resumed run's second epoch must see them in the straight run's order."""
+    import torch
+    from transformers import TrainerCallback
+
+    class StopAt2(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            control.should_training_stop = state.global_step >= 2
+
+    small = ["--sdft_max_completion_length", "8"] if method == "sdft" else [
+        "--sdpo_num_generations", "2", "--sdpo_max_completion_length", "8"]  # fmt: skip
+    _self_distillation_run(tmp_path / "whole", method, small, steps=4)
+    part = tmp_path / "part"
+    _self_distillation_run(part, method, [*small, "--save_steps", "2"], steps=4, callbacks=[StopAt2()])
+    _self_distillation_run(part, method, [*small, "--resume_from_checkpoint", "last"], steps=4)
+    a, b = _adapter(tmp_path / "whole" / method), _adapter(part / method)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_self_distillation_settings_are_checked():
+    from nlft.train.methods import SDFTSettings, SDPOSettings
+
+    with pytest.raises(ValueError, match="at least 2"):
+        SDPOSettings(sdpo_num_generations=1)
+    with pytest.raises(ValueError, match="feedback_raw"):
+        SDPOSettings(sdpo_feedback_template="no place for it")
+    with pytest.raises(ValueError, match="base, live or ema"):
+        SDFTSettings(sdft_teacher="other")

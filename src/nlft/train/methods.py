@@ -8,7 +8,12 @@ records; a method only says which trainer runs and on what it is fed:
   masked, and the same response; docs/method.md Q8);
 * ``rft`` and ``sft-gold``: the same SFT on the correct responses only, or on the questions' gold solutions;
 * ``grpo``: trl's ``GRPOTrainer`` on the same questions (the X_base prompt), rewarded 1 for a correct final
-  answer and 0 otherwise, optionally after an SFT warm-up on the gold solutions (as ReFT does).
+  answer and 0 otherwise, optionally after an SFT warm-up on the gold solutions (as ReFT does);
+* ``dft``: trl's SFT with ``loss_type="dft"`` (each token's loss scaled by its detached probability) on exactly
+  ``sft``'s token ids;
+* ``sdft`` and ``sdpo``: trl's experimental self-distillation trainers on the same questions: the model's own
+  rollouts, pulled toward the model shown privileged context (``sdft``: the standard answer, as NLFT's X_std
+  prompt; ``sdpo``: the judgment as environment feedback, and a successful sibling rollout where there is one).
 
 A new method is a new ``Method`` subclass in ``METHODS``, with its own settings dataclass (``settings_class``)
 when it has any; ``config.CONFIG_CLASSES`` picks those up, so ``nlft train --help`` lists them.
@@ -124,13 +129,17 @@ class SFTMethod(Method):
         """The language-modelling rows it trains on (the variants below choose other ones)."""
         return sft_rows(job.records)
 
+    def config(self, job: TrainingJob):
+        """trl's ``SFTConfig`` it trains with (the shared schedule; variants change the loss)."""
+        return sft_config(job.args)
+
     def build_trainer(self, job: TrainingJob):
         import datasets
         from trl import SFTTrainer
 
         return SFTTrainer(
             model=job.model,
-            args=sft_config(job.args),
+            args=self.config(job),
             train_dataset=datasets.Dataset.from_list(self.rows(job)),
             processing_class=job.tokenizer,
             callbacks=job.callbacks,
@@ -184,6 +193,19 @@ class GoldSFTMethod(SFTMethod):
                        system=text.system, correct=True)
             )  # fmt: skip
         return sft_rows(encoder.encode_all(gold).records)
+
+
+class DFTMethod(SFTMethod):
+    name = "dft"
+    help = (
+        "Dynamic Fine-Tuning (arXiv 2508.05629): trl's SFTTrainer with loss_type='dft', each token's loss scaled by "
+        "its detached probability, on exactly the token ids sft trains on"
+    )
+
+    def config(self, job: TrainingJob):
+        config = sft_config(job.args)
+        config.loss_type = "dft"
+        return config
 
 
 @dataclass
@@ -249,37 +271,92 @@ class CorrectnessReward:
         if completion_ids is not None:
             self.tokens += sum(len(ids) for ids in completion_ids)
         return [
-            float(self.task.grade(c, Question("reward", "", ref), self.rule).correct)
+            float(self.task.grade(_text(c), Question("reward", "", ref), self.rule).correct)
             for c, ref in zip(completions, reference)
         ]
 
 
-def grpo_prompts(job: TrainingJob) -> list[dict[str, str]]:
-    """One row per question of the records: the X_base prompt as text (it tokenizes back to the ids NLFT's X_base
-    prompt has) and the standard answer the reward grades against."""
+def _text(completion) -> str:
+    """A completion's text: trl hands conversational rows' completions over as messages."""
+    if isinstance(completion, list):
+        return "".join(str(m.get("content", "")) for m in completion if isinstance(m, dict))
+    return completion
+
+
+def prompt_text(job: TrainingJob, ids: list[int], method: str, record_id: str) -> str:
+    """A prompt's ids as the text trl tokenizes back to exactly those ids (without the BOS token the tokenizer adds
+    itself, which trl's call adds again)."""
     tok = job.tokenizer
-    rows, seen = [], set()
+    ids = list(ids)
+    added = tok("")["input_ids"]
+    text = tok.decode(ids[len(added) :] if added and ids[: len(added)] == added else ids)
+    if tok(text)["input_ids"] != ids:
+        raise ValueError(f"--method {method}: record {record_id}: its prompt does not tokenize back to the same ids")
+    return text
+
+
+def questions_of(job: TrainingJob, method: str) -> list[tuple[EncodedRecord, Any]]:
+    """The first record of each distinct question (encoded, and its text), in the records' order; every one
+    must have a standard answer."""
+    out, seen = [], set()
     for record, text in zip(job.records, job.texts):
         if text.question in seen:
             continue
         seen.add(text.question)
         if not text.reference:
-            raise ValueError(
-                f"--method grpo: record {text.id} has no standard answer (reference) to reward against"
-            )
-        ids = list(record.prompt_ids["base"])
-        added = tok("")[
-            "input_ids"
-        ]  # what the tokenizer adds itself (a BOS token), which trl's call adds again
-        if added and ids[: len(added)] == added:
-            ids = ids[len(added) :]
-        prompt = tok.decode(ids)
-        if tok(prompt)["input_ids"] != list(record.prompt_ids["base"]):
-            raise ValueError(
-                f"--method grpo: record {text.id}: its prompt does not tokenize back to the same ids"
-            )
-        rows.append({"prompt": prompt, "reference": text.reference})
-    return rows
+            raise ValueError(f"--method {method}: record {text.id} has no standard answer (reference)")
+        out.append((record, text))
+    return out
+
+
+def grpo_prompts(job: TrainingJob) -> list[dict[str, str]]:
+    """One row per question of the records: the X_base prompt as text (it tokenizes back to the ids NLFT's X_base
+    prompt has) and the standard answer the reward grades against."""
+    return [
+        {"prompt": prompt_text(job, record.prompt_ids["base"], "grpo", text.id), "reference": text.reference}
+        for record, text in questions_of(job, "grpo")
+    ]
+
+
+def trainer_values(job: TrainingJob, generations: int) -> dict[str, Any]:
+    """The shared ``TrainingArguments`` for an on-policy trl trainer: the same questions per optimizer step as the
+    other methods' records (trl's batch counts completions, ``generations`` per question)."""
+    from transformers import TrainingArguments
+
+    shared = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
+    values = {k: getattr(v, "value", v) for k, v in ((n, getattr(job.args, n)) for n in shared)}
+    values["per_device_train_batch_size"] = job.args.per_device_train_batch_size * generations
+    values["train_sampling_strategy"] = "random"
+    values["remove_unused_columns"] = False  # the reward and the teacher read the rows' other columns
+    return values
+
+
+def resumable(trainer_class):
+    """``trainer_class`` (one of trl's on-policy trainers) with its question order a function of the seed and the
+    epoch. trl's ``RepeatSampler`` shuffles with one generator that runs on from epoch to epoch, and has no
+    ``set_epoch``; a run resumed from a checkpoint starts a fresh one and would see another order than the run
+    it continues. Reseeding it at each epoch (the first epoch keeps trl's own order) makes a resumed run end where
+    an uninterrupted one ends. Nothing else of the trainer changes."""
+
+    class Resumable(trainer_class):
+        def _get_train_sampler(self, dataset=None):
+            sampler = super()._get_train_sampler(dataset)
+            generator, seed = getattr(sampler, "generator", None), getattr(sampler, "seed", None) or 0
+            if generator is not None:
+                sampler.set_epoch = lambda epoch: generator.manual_seed((seed + 1_000_003 * epoch) % 2**63)
+            return sampler
+
+    Resumable.__name__ = Resumable.__qualname__ = trainer_class.__name__
+    return Resumable
+
+
+def check_questions(job: TrainingJob, method: str, rows: list) -> None:
+    per_step = job.args.per_device_train_batch_size * job.args.gradient_accumulation_steps * job.args.world_size
+    if len(rows) < per_step:
+        raise ValueError(
+            f"--method {method}: {job.data.data} has {len(rows)} distinct questions, fewer than the {per_step} that one "
+            "optimizer step samples for (per_device_train_batch_size x gradient_accumulation_steps x processes)"
+        )
 
 
 class GRPOMethod(Method):
@@ -292,37 +369,21 @@ class GRPOMethod(Method):
 
     def build_trainer(self, job: TrainingJob):
         import datasets
-        from transformers import TrainingArguments
         from trl import GRPOConfig, GRPOTrainer
 
         settings = job.settings or GRPOSettings()
         if settings.grpo_warmup_epochs > 0 and not job.resuming:  # a checkpoint holds the warmed-up weights
             self.warm_up(job, settings)
-        shared = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
-        values = {k: getattr(v, "value", v) for k, v in ((n, getattr(job.args, n)) for n in shared)}
-        # The same questions per optimizer step as the other methods' records: trl's batch counts completions.
-        values["per_device_train_batch_size"] = (
-            job.args.per_device_train_batch_size * settings.grpo_num_generations
-        )
-        values["train_sampling_strategy"] = "random"
-        values["remove_unused_columns"] = False  # the reward reads the rows' standard answers
         config = GRPOConfig(
-            **values,
+            **trainer_values(job, settings.grpo_num_generations),
             num_generations=settings.grpo_num_generations,
             max_completion_length=settings.grpo_max_completion_length,
             temperature=settings.grpo_temperature,
             beta=settings.grpo_beta,
         )
         prompts = grpo_prompts(job)
-        per_step = (
-            job.args.per_device_train_batch_size * job.args.gradient_accumulation_steps * job.args.world_size
-        )
-        if len(prompts) < per_step:
-            raise ValueError(
-                f"--method grpo: {job.data.data} has {len(prompts)} distinct questions, fewer than the {per_step} that one "
-                "optimizer step samples for (per_device_train_batch_size x gradient_accumulation_steps x processes)"
-            )
-        return GRPOTrainer(
+        check_questions(job, "grpo", prompts)
+        return resumable(GRPOTrainer)(
             model=job.model,
             reward_funcs=[CorrectnessReward(get_task(job.data.task), settings.grpo_reward_rule)],
             args=config,
@@ -350,15 +411,255 @@ class GRPOMethod(Method):
     def run_info(self, trainer) -> dict:
         """Completion tokens generated, over all processes, since the run last started (a resumed run counts
         from its restart)."""
-        import torch
+        return _generated_tokens(trainer)
 
-        local = sum(f.tokens for f in trainer.reward_funcs if isinstance(f, CorrectnessReward))
-        total = trainer.accelerator.reduce(torch.tensor(local, device=trainer.accelerator.device), "sum")
-        return {"tokens_generated": int(total)}
+
+class GeneratedTokens:
+    """A callback of trl's self-distillation trainers: counts the completion tokens each batch generated."""
+
+    def __init__(self):
+        self.tokens = 0
+
+    def on_self_distillation_batch_prepared(self, *, completion_ids=None, teacher_attention_mask=None, **_):
+        if completion_ids is not None and teacher_attention_mask is not None:
+            self.tokens += int(teacher_attention_mask[:, -completion_ids.shape[1] :].sum())
+
+    def __getattr__(self, name: str):
+        if name.startswith("on_"):  # every other Trainer event: nothing to do
+            return lambda *args, **kwargs: None
+        raise AttributeError(name)
+
+
+def _generated_tokens(trainer) -> dict:
+    """Completion tokens generated, over all processes, since the run last started."""
+    import torch
+
+    local = sum(c.tokens for c in trainer.callback_handler.callbacks if isinstance(c, GeneratedTokens))
+    local += sum(f.tokens for f in getattr(trainer, "reward_funcs", []) if isinstance(f, CorrectnessReward))
+    total = trainer.accelerator.reduce(torch.tensor(local, device=trainer.accelerator.device), "sum")
+    return {"tokens_generated": int(total)}
+
+
+@dataclass
+class SDFTSettings:
+    """``--method sdft``: trl's ``SDFTConfig`` defaults (top-k logit distillation, the frozen initial model as the
+    teacher), except one rollout per question and completions as long as ``grpo``'s."""
+
+    sdft_num_generations: int = field(default=1, metadata={"help": "rollouts per question at each step"})
+    sdft_max_completion_length: int = field(default=256, metadata={"help": "longest rollout, in tokens"})
+    sdft_temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the rollouts"})
+    sdft_teacher: str = field(
+        default="base",
+        metadata={
+            "help": "the teacher: base (the initial model), live (the current one) or ema (a moving average)",
+            "choices": ["base", "live", "ema"],
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if self.sdft_num_generations < 1 or self.sdft_max_completion_length < 1:
+            raise ValueError("--sdft_num_generations and --sdft_max_completion_length must be at least 1")
+        if not self.sdft_temperature > 0:
+            raise ValueError(f"--sdft_temperature must be above 0, got {self.sdft_temperature}")
+        if self.sdft_teacher not in ("base", "live", "ema"):
+            raise ValueError(f"--sdft_teacher must be base, live or ema, not {self.sdft_teacher!r}")
+
+
+def sdft_rows(job: TrainingJob) -> list[dict[str, str]]:
+    """One row per question: the X_base prompt (the student's) and the X_std prompt (the teacher's, whole: trl's
+    ``teacher_prompt_template`` is set to ``{privileged_context}``), both as text that tokenizes to NLFT's ids."""
+    from ..prompts import RecordEncoder
+
+    encoder = RecordEncoder(
+        job.tokenizer, job.data.templates, max_length=job.data.max_length,
+        chat_template=job.data.chat_template, eos_token=job.data.eos_token,
+    )  # fmt: skip
+    rows = []
+    for record, text in questions_of(job, "sdft"):
+        std_ids = record.prompt_ids.get("std") or encoder.renderer.prompt_ids(*encoder.templates.messages("std", text))
+        rows.append(
+            {
+                "prompt": prompt_text(job, record.prompt_ids["base"], "sdft", text.id),
+                "privileged_context": prompt_text(job, std_ids, "sdft", text.id),
+            }
+        )
+    return rows
+
+
+class SDFTMethod(Method):
+    name = "sdft"
+    help = (
+        "self-distillation fine-tuning (arXiv 2601.19897): trl's experimental SDFTTrainer on the records' questions; "
+        "the model's own rollouts distilled toward the model shown the standard answer (the teacher's prompt is "
+        "NLFT's X_std prompt), on-policy"
+    )
+    settings_class = SDFTSettings
+
+    def build_trainer(self, job: TrainingJob):
+        import datasets
+        from trl.experimental.sdft import SDFTConfig, SDFTTrainer
+
+        settings = job.settings or SDFTSettings()
+        rows = sdft_rows(job)
+        check_questions(job, "sdft", rows)
+        config = SDFTConfig(
+            **trainer_values(job, settings.sdft_num_generations),
+            num_generations=settings.sdft_num_generations,
+            max_completion_length=settings.sdft_max_completion_length,
+            temperature=settings.sdft_temperature,
+            teacher_model_kind=settings.sdft_teacher,
+            max_prompt_length=job.data.max_length,
+        )
+        # The teacher's prompt is X_std whole (its own layout, not the student's prompt with the answer appended).
+        # trl's config insists on both placeholders when it is made; the trainer only formats the template.
+        config.teacher_prompt_template = "{privileged_context}"
+        return resumable(SDFTTrainer)(
+            model=job.model,
+            args=config,
+            train_dataset=datasets.Dataset.from_list(rows),
+            processing_class=job.tokenizer,
+            callbacks=[*job.callbacks, GeneratedTokens()],
+        )
+
+    def run_info(self, trainer) -> dict:
+        return _generated_tokens(trainer)
+
+
+@dataclass
+class SDPOSettings:
+    """``--method sdpo``: trl's ``SDPOConfig`` defaults (an EMA teacher, sampled-token distillation), with the
+    records' judgments as environment feedback and completions as long as ``grpo``'s."""
+
+    sdpo_num_generations: int = field(default=4, metadata={"help": "rollouts per question at each step"})
+    sdpo_max_completion_length: int = field(default=256, metadata={"help": "longest rollout, in tokens"})
+    sdpo_temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the rollouts"})
+    sdpo_feedback_template: str = field(
+        default="\nThe following is feedback from your unsuccessful earlier attempt:\n\n{feedback_raw}\n\n",
+        metadata={"help": "how a judgment is put to the teacher ({feedback_raw} is the judge's text; trl's default)"},
+    )
+    sdpo_reward_rule: str | None = field(
+        default=None, metadata={"help": "the grader's rule for the reward (default: the task's)"}
+    )
+
+    def __post_init__(self) -> None:
+        if self.sdpo_num_generations < 2:
+            raise ValueError(
+                f"--sdpo_num_generations must be at least 2 (a successful sibling is the teacher's demonstration), "
+                f"got {self.sdpo_num_generations}"
+            )
+        if self.sdpo_max_completion_length < 1:
+            raise ValueError("--sdpo_max_completion_length must be at least 1")
+        if not self.sdpo_temperature > 0:
+            raise ValueError(f"--sdpo_temperature must be above 0, got {self.sdpo_temperature}")
+        if "{feedback_raw}" not in self.sdpo_feedback_template:
+            raise ValueError("--sdpo_feedback_template must contain {feedback_raw} (where the judgment goes)")
+
+
+def sdpo_rows(job: TrainingJob) -> list[dict[str, Any]]:
+    """One row per question: the X_base prompt as chat messages (trl rebuilds the teacher's user turn from them),
+    the standard answer for the reward, and the first judgment of the question's wrong records as feedback."""
+    from ..prompts import TemplateSet, chat_messages
+
+    templates = TemplateSet.load(job.data.templates)
+    judgments: dict[str, str] = {}
+    for text in job.texts:
+        if text.judgment and text.question not in judgments:
+            judgments[text.question] = text.judgment
+    rows = []
+    for record, text in questions_of(job, "sdpo"):
+        messages = chat_messages(*templates.messages("base", text))
+        rendered = job.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        rendered = rendered["input_ids"] if isinstance(rendered, dict) or hasattr(rendered, "keys") else rendered
+        if list(rendered) != list(record.prompt_ids["base"]):
+            raise ValueError(
+                f"--method sdpo: record {text.id}: the tokenizer's chat template does not render the X_base prompt as "
+                "nlft does (trl's SDPO needs chat messages to reprompt the teacher); use a model with a chat template"
+            )
+        rows.append(
+            {"prompt": messages, "reference": text.reference, "privileged_context": judgments.get(text.question)}
+        )
+    return rows
+
+
+def _resume_ema_teacher(trainer) -> None:
+    """trl keeps SDPO's EMA teacher (a LoRA adapter) in memory and makes it afresh from zeros when training begins,
+    which a resumed run cannot do: the checkpoint already holds the teacher adapter (PEFT saves every adapter),
+    and making it again fails. Here a run that finds the teacher adapter in its model carries on from its
+    weights, so a resumed run ends where an uninterrupted one ends."""
+    from trl.experimental.sdpo.teacher_sync import PEFTAdapterEMACallback
+
+    for callback in trainer.callback_handler.callbacks:
+        if not isinstance(callback, PEFTAdapterEMACallback):
+            continue
+        original = callback._initialize_teacher_adapter
+
+        def initialize(callback=callback, original=original):
+            model = callback.accelerator.unwrap_model(callback.model) if callback.accelerator else callback.model
+            name = callback.teacher_adapter_name
+            if callback._initialized or name not in getattr(model, "peft_config", {}):
+                return original()
+            from peft import get_peft_model_state_dict
+
+            callback.teacher_adapter_config = model.peft_config[name]
+            state = get_peft_model_state_dict(model, adapter_name=name)
+            callback.shadow_weights = {k: v.detach().clone() for k, v in state.items()}
+            callback._initialized = True
+
+        callback._initialize_teacher_adapter = initialize
+
+
+class SDPOMethod(Method):
+    name = "sdpo"
+    help = (
+        "self-distillation policy optimization (arXiv 2601.20802): trl's experimental SDPOTrainer on the records' "
+        "questions, rewarded by the task's grader; the teacher is the model reprompted with the question's judgment "
+        "(the judge's words) and a successful sibling rollout where there is one"
+    )
+    settings_class = SDPOSettings
+
+    def build_trainer(self, job: TrainingJob):
+        import datasets
+        from trl.experimental.sdpo import SDPOConfig, SDPOTrainer
+
+        settings = job.settings or SDPOSettings()
+        rows = sdpo_rows(job)
+        check_questions(job, "sdpo", rows)
+        config = SDPOConfig(
+            **trainer_values(job, settings.sdpo_num_generations),
+            num_generations=settings.sdpo_num_generations,
+            max_completion_length=settings.sdpo_max_completion_length,
+            temperature=settings.sdpo_temperature,
+            include_environment_feedback=True,
+            feedback_template=settings.sdpo_feedback_template,
+            max_prompt_length=job.data.max_length,
+        )
+        trainer = resumable(SDPOTrainer)(
+            model=job.model,
+            reward_funcs=[CorrectnessReward(get_task(job.data.task), settings.sdpo_reward_rule)],
+            args=config,
+            train_dataset=datasets.Dataset.from_list(rows),
+            processing_class=job.tokenizer,
+            callbacks=job.callbacks,
+        )
+        _resume_ema_teacher(trainer)
+        return trainer
+
+    def run_info(self, trainer) -> dict:
+        return _generated_tokens(trainer)
 
 
 METHODS: dict[str, Method] = {
-    m.name: m for m in (NLFTMethod(), SFTMethod(), RFTMethod(), GoldSFTMethod(), GRPOMethod())
+    m.name: m
+    for m in (
+        NLFTMethod(),
+        SFTMethod(),
+        RFTMethod(),
+        GoldSFTMethod(),
+        DFTMethod(),
+        GRPOMethod(),
+        SDFTMethod(),
+        SDPOMethod(),
+    )
 }
 
 
