@@ -12,7 +12,9 @@ SYSTEM = "You are a careful assistant who answers arithmetic questions step by s
 
 
 def chat(key: str, question: str) -> Request:
-    return Request(key, messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}])
+    return Request(
+        key, messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}]
+    )
 
 
 def questions(n: int) -> list[Request]:
@@ -131,4 +133,50 @@ def test_a_row_stops_at_a_stop_string_and_its_text_is_cut_there():
     stopped._stopped = lambda new: steps.append(len(new)) or original(new)
     got = {r.key: c for r, c in stopped.generate(reqs[:1])}
     assert got["q0"].text == text[: text.index(stop)] and got["q0"].finish_reason == "stop"
-    assert len(full["q0"]) > 20 and max(steps) < 25  # it ended at the stop string, well before the 30-token limit
+    assert (
+        len(full["q0"]) > 20 and max(steps) < 25
+    )  # it ended at the stop string, well before the 30-token limit
+
+
+def test_the_draws_follow_the_softmax_and_top_p_leaves_out_the_tail():
+    """The continuous loop's sampler (inverse CDF, one uniform number per request): 4,000 requests' first draws
+    from logits whose softmax is (0.5, 0.3, 0.15, 0.05); with top_p 0.8 the last two tokens are never drawn."""
+    tok = load_tokenizer()
+    model = build_tiny_model(seed=1).eval()
+    reqs = [Request(f"r{i}", text="x") for i in range(4000)]
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).expand(len(reqs), 4)
+    draws = HFBackend(model, tok, SamplingSettings(temperature=1.0, seed=0))._chooser(reqs)(
+        logits, list(range(4000))
+    )
+    share = torch.bincount(torch.tensor(draws), minlength=4).float() / len(draws)
+    assert torch.allclose(share, torch.tensor([0.5, 0.3, 0.15, 0.05]), atol=0.03)
+    nucleus = HFBackend(model, tok, SamplingSettings(temperature=1.0, top_p=0.8, seed=0))._chooser(reqs)
+    kept = torch.bincount(torch.tensor(nucleus(logits, list(range(4000)))), minlength=4).float() / len(draws)
+    assert kept[2:].sum() == 0 and torch.allclose(kept[:2], torch.tensor([0.625, 0.375]), atol=0.03)
+
+
+def test_a_prompt_longer_than_the_context_is_cut_from_the_left_as_training_cuts_it(caplog):
+    """Audit N-12: a 54,000-token question was generated from as it was and the garbage graded."""
+    from nlft.prompts import fit_left
+
+    tok = load_tokenizer()
+    model = build_tiny_model(seed=1).eval()
+    model.config.max_position_embeddings = 64
+    backend = HFBackend(model, tok, SamplingSettings(max_new_tokens=8))
+    long = chat("big", "How many? " + "lorem ipsum dolor " * 40)
+    ids = backend.prompt_ids(long)
+    assert len(ids) > 64
+    with caplog.at_level("WARNING"):
+        got = {r.key: c.text for r, c in backend.generate([long, Request("small", text="1+1=")])}
+    assert "1 prompt(s) longer than the model's context" in caplog.text and "big" in caplog.text
+    cut = fit_left(ids, 64 - 8, tok.bos_token_id)
+    assert len(cut) == 56 and cut[0] == ids[0] and cut[1:] == ids[len(ids) - 55 :]
+    with torch.inference_mode():
+        want = model.generate(
+            input_ids=torch.tensor([cut]), attention_mask=torch.ones(1, len(cut), dtype=torch.long), max_new_tokens=8,
+            do_sample=False, pad_token_id=backend.pad_id, eos_token_id=backend.eos_ids, temperature=None, top_p=None,
+            top_k=None,
+        )[0, len(cut) :].tolist()  # fmt: skip
+    assert got["big"] == backend._completion(want).text
+    with pytest.raises(ValueError, match="ask for fewer new tokens"):
+        list(HFBackend(model, tok, SamplingSettings(max_new_tokens=60)).generate([long]))

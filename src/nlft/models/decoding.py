@@ -218,8 +218,10 @@ class ContinuousBatcher:
             for r, token in zip(rows, tokens):
                 new[r].append(token)
                 pending[r] = token
-                if token in self.eos or len(new[r]) >= self.max_new or (
-                    self.stopped is not None and self.stopped(new[r])
+                if (
+                    token in self.eos
+                    or len(new[r]) >= self.max_new
+                    or (self.stopped is not None and self.stopped(new[r]))
                 ):
                     done, request[r] = request[r], None
                     allowed[r].zero_()

@@ -162,7 +162,7 @@ class HFBackend:
         from . import decoding
 
         requests = list(requests)
-        encoded = [self.prompt_ids(r) for r in requests]
+        encoded = self._fit([self.prompt_ids(r) for r in requests], requests)
         order = (
             sorted(range(len(requests)), key=lambda i: -len(encoded[i]))
             if self.sort
@@ -188,6 +188,38 @@ class HFBackend:
             for request, new in zip(batch, self._generate_batch(batch, [encoded[i] for i in chosen])):
                 yield request, self._completion(new)
 
+    def context(self) -> int | None:
+        """The longest sequence the model takes (its position embeddings), if its config says."""
+        config = getattr(self.model, "config", None)
+        text = config.get_text_config() if hasattr(config, "get_text_config") else config
+        value = getattr(text, "max_position_embeddings", None) or getattr(text, "n_positions", None)
+        return int(value) if isinstance(value, int) and value > 0 else None
+
+    def _fit(self, encoded: list[list[int]], requests: list[Request]) -> list[list[int]]:
+        """Prompts longer than the model's context (less the new tokens) cut from the left as training cuts them
+        (``prompts.fit_left``), and said so; one that leaves no room at all is refused."""
+        from ..prompts import fit_left
+
+        context = self.context()
+        if context is None:
+            return encoded
+        budget = context - self.settings.max_new_tokens
+        long = [r.key for r, ids in zip(requests, encoded) if len(ids) > budget]
+        if not long:
+            return encoded
+        if budget < 16:
+            raise ValueError(
+                f"--max-new-tokens {self.settings.max_new_tokens} leaves {max(budget, 0)} of the model's {context} "
+                "positions for the prompt; ask for fewer new tokens"
+            )
+        logger.warning(
+            "%d prompt(s) longer than the model's context (%d positions, %d of them for new tokens) were cut from "
+            "the left, as training cuts them: %s",
+            len(long), context, self.settings.max_new_tokens, ", ".join(long[:5]) + (" ..." if len(long) > 5 else ""),
+        )  # fmt: skip
+        bos = self.tokenizer.bos_token_id
+        return [fit_left(ids, budget, bos) for ids in encoded]
+
     def _chooser(self, requests: list[Request]):
         """The next-token rule of the continuous loop: argmax, or a draw from each request's own generator
         (seeded by its key: a request samples the same text whatever else is in flight), after temperature and
@@ -207,13 +239,15 @@ class HFBackend:
                 drop = cumulative <= 1 - s.top_p
                 drop[..., -1:] = False  # the most likely token always stays
                 logits = logits.masked_fill(drop.scatter(1, positions, drop), float("-inf"))
-            probs = logits.softmax(dim=-1)
-            out = []
-            for row, i in enumerate(indices):
+            # Inverse-CDF draws: one uniform number from each request's generator (a multinomial per row costs
+            # more than the forward pass), the first token whose cumulative probability exceeds it.
+            cumulative = logits.softmax(dim=-1).cumsum(dim=-1)
+            for i in indices:
                 if i not in generators:
                     generators[i] = torch.Generator().manual_seed(_stable_seed(s.seed, requests[i].key))
-                out.append(int(torch.multinomial(probs[row], 1, generator=generators[i])))
-            return out
+            uniform = torch.stack([torch.rand((), generator=generators[i]) for i in indices])
+            drawn = torch.searchsorted(cumulative, (uniform * cumulative[:, -1]).unsqueeze(1), right=True)
+            return drawn.clamp_(max=cumulative.shape[-1] - 1).squeeze(1).tolist()
 
         return choose
 
