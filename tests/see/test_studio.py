@@ -20,7 +20,7 @@ from ..conftest import VISIBLE, make_probe
 def request(srv, method, path, body=None, headers=None):
     """(status, decoded JSON or raw bytes) of one request; the Host header is what a browser would send."""
     conn = http.client.HTTPConnection("127.0.0.1", srv.server_address[1], timeout=30)
-    head = {"Host": f"127.0.0.1:{srv.server_address[1]}", **(headers or {})}
+    head = {"Host": f"127.0.0.1:{srv.server_address[1]}", "X-Nlft-Token": srv.token, **(headers or {})}
     data = None
     if isinstance(body, bytes):
         data = body
@@ -285,7 +285,7 @@ def _raw(srv, data: bytes, timeout: float = 5.0) -> bytes:
 
 def test_odd_lengths_and_chunked_bodies_are_read_as_http_says(run, server):
     srv = server(run)
-    host = f"Host: 127.0.0.1:{srv.server_address[1]}\r\n"
+    host = f"Host: 127.0.0.1:{srv.server_address[1]}\r\nX-Nlft-Token: {srv.token}\r\n"
     answer = _raw(srv, b"POST /api/reweight HTTP/1.1\r\n" + host.encode() + b"Content-Type: application/json\r\n"
                   b"Content-Length: -1\r\nConnection: close\r\n\r\n{}")  # fmt: skip
     assert answer.startswith(b"HTTP/1.1 200") or answer.startswith(b"HTTP/1.1 400"), answer[:80]
@@ -313,7 +313,10 @@ def test_a_half_sent_request_is_dropped_instead_of_holding_a_thread(run, server,
     srv = server(run)
     stuck = [socket.create_connection(("127.0.0.1", srv.server_address[1])) for _ in range(20)]
     for sock in stuck:
-        sock.sendall(b"POST /api/reweight HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{")
+        sock.sendall(
+            b"POST /api/reweight HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Nlft-Token: %s\r\nContent-Length: 100\r\n\r\n{"
+            % srv.token.encode()
+        )
     time.sleep(1.5)
     for sock in stuck:
         sock.settimeout(2)  # a connection the server kept open would time out here
@@ -321,3 +324,56 @@ def test_a_half_sent_request_is_dropped_instead_of_holding_a_thread(run, server,
         assert data == b"" or data.startswith(b"HTTP/1.1 4"), data[:60]  # closed, or refused with a 4xx
         sock.close()
     assert request(srv, "GET", "/api/snapshots")[0] == 200
+
+
+@pytest.mark.parametrize("spelling", ["LOCALHOST", "127.1", "127.0.0.2"])
+def test_the_host_check_follows_the_bound_address_not_its_spelling(run, spelling):
+    """Audit N-3: --host LOCALHOST / 127.1 / 127.0.0.2 bind loopback, so foreign Host headers stay refused."""
+    from nlft.see.studio import make_server
+
+    srv = make_server(run, host=spelling, port=0)
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        assert srv.loopback
+        conn = http.client.HTTPConnection(srv.server_address[0], srv.server_address[1], timeout=30)
+        for host in ("evil.com", "rebind.evil.com:1234", "localhost.evil.com"):
+            conn.request("GET", "/api/state", headers={"Host": host, "X-Nlft-Token": srv.token})
+            resp = conn.getresponse()
+            resp.read()
+            assert resp.status == 403, host
+        conn.request("GET", "/api/state", headers={"Host": f"{spelling}:1", "X-Nlft-Token": srv.token})
+        resp = conn.getresponse()
+        resp.read()
+        assert resp.status == 200
+        conn.close()
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_every_api_call_and_file_needs_the_session_token(run, server):
+    """Audit N-4: another local user (or a page) without the printed token reads and steers nothing."""
+    srv = server(run)
+    assert f"?token={srv.token}" in srv.url and len(srv.token) >= 24
+    for path in ("/api/state", "/api/snapshots", "/api/live", "/files/run.json"):
+        assert request(srv, "GET", path, headers={"X-Nlft-Token": "wrong"})[0] == 403, path
+    assert (
+        request(srv, "POST", "/api/export", {"step": 1, "settings": {}}, headers={"X-Nlft-Token": ""})[0]
+        == 403
+    )
+    assert not (run / EXPORT_FILE).exists()
+    assert request(srv, "GET", "/api/state")[0] == 200  # with the token
+    assert request(srv, "GET", f"/files/run.json?token={srv.token}", headers={"X-Nlft-Token": ""})[0] == 200
+    assert request(srv, "GET", "/", headers={"X-Nlft-Token": ""})[0] == 200  # the page holds no data
+
+
+def test_only_a_run_folder_is_served_and_never_its_dot_files(tmp_path, run, server):
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "id_rsa").write_text("-----BEGIN FAKE PRIVATE KEY-----\n")
+    with pytest.raises(ValueError, match="not a run folder"):
+        Studio(home)
+    (run / ".secret").write_text("x")
+    srv = server(run)
+    assert request(srv, "GET", "/files/.secret")[0] == 403
+    assert request(srv, "GET", "/files/run.json")[0] == 200

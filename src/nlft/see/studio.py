@@ -48,7 +48,29 @@ logger = logging.getLogger(__name__)
 EXPORT_FILE = "studio-weighting.yaml"
 MAX_BODY = 1 << 16
 _SAFE_PATH = re.compile(r"[A-Za-z0-9._\-/ ]+")  # what a served file's path may contain, once decoded
-_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+TOKEN_HEADER = "X-Nlft-Token"
+
+
+def is_loopback_name(name: str) -> bool:
+    """Whether a host name is a loopback address written out (``127.x.x.x``, ``::1``, in any spelling the
+    address parser accepts) or ``localhost``. Other names are refused even when they resolve to loopback: that is
+    exactly what a DNS-rebinding page arranges."""
+    import ipaddress
+    import socket
+
+    name = name.strip().lower().rstrip(".")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        pass
+    if name and all(c.isdigit() or c == "." for c in name):  # the short IPv4 forms: 127.1, 2130706433
+        try:
+            return ipaddress.ip_address(socket.inet_aton(name)).is_loopback
+        except OSError:
+            return False
+    return False
 
 
 class BadRequest(ValueError):
@@ -105,6 +127,11 @@ class Studio:
         self.run_dir = Path(run_dir).resolve()
         if not self.run_dir.is_dir():
             raise FileNotFoundError(f"{run_dir}: no such run folder")
+        if not (self.run_dir / RUN_FILE).is_file():
+            raise ValueError(
+                f"{run_dir}: not a run folder (no {RUN_FILE}); the studio serves only what nlft train writes. "
+                "Start it once the run has begun (nlft train writes run.json before its first step)"
+            )
         self._cache: OrderedDict[Path, tuple[tuple[int, int], Snapshot]] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
@@ -260,8 +287,10 @@ class Studio:
         if not path or not _SAFE_PATH.fullmatch(path):
             raise PermissionError(f"refused path {raw!r}")
         parts = path.split("/")
-        if path.startswith("/") or any(p in ("", ".", "..") for p in parts):
-            raise PermissionError(f"refused path {raw!r}")
+        if path.startswith("/") or any(p in ("", ".", "..") or p.startswith(".") for p in parts):
+            raise PermissionError(
+                f"refused path {raw!r}"
+            )  # dot-files (locks, hidden folders) are never served
         target = (self.run_dir / path).resolve()
         if not target.is_relative_to(self.run_dir):
             raise PermissionError(f"refused path {raw!r}: outside the run folder")
@@ -324,9 +353,14 @@ class StudioApp:
     posts (no cross-site form posts), strict JSON, whole-number steps, settings validated by ``WeightingConfig``.
     """
 
-    def __init__(self, studio: Studio, loopback_only: bool = True):
+    def __init__(self, studio: Studio, loopback_only: bool = True, token: str | None = None):
+        import secrets
+
         self.studio = studio
         self.loopback_only = loopback_only
+        # Every API call and run file needs this session's token (printed in the URL, as Jupyter does): another
+        # user of the machine, or a page in the browser, cannot read or steer the run without it.
+        self.token = token or secrets.token_urlsafe(24)
         self.page = _page()
         self.script = resource_path("studio", "studio.js").read_bytes()
 
@@ -356,7 +390,13 @@ class StudioApp:
             name = host[1 : host.find("]")] if "]" in host else host
         else:
             name = host.rsplit(":", 1)[0] if ":" in host else host
-        return name in _LOOPBACK
+        return is_loopback_name(name)
+
+    def _token_ok(self, request) -> bool:
+        import hmac
+
+        given = request.headers.get(TOKEN_HEADER) or request.args.get("token") or ""
+        return hmac.compare_digest(given.encode(), self.token.encode())
 
     def _body(self, request) -> dict:
         if (request.mimetype or "").lower() != "application/json":
@@ -382,6 +422,12 @@ class StudioApp:
     def dispatch(self, request):
         if not self._host_ok(request):
             return self._error(HTTPStatus.FORBIDDEN, "unexpected Host header")
+        if request.path not in ("/", "/index.html", "/studio.js", "/favicon.ico") and not self._token_ok(
+            request
+        ):
+            return self._error(
+                HTTPStatus.FORBIDDEN, "this studio needs its session token: open the URL nlft studio printed"
+            )
         try:
             if request.method in ("GET", "HEAD"):
                 return self._get(request)
@@ -471,12 +517,12 @@ def make_server(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8765):
 
     A port in use or a host that cannot be listened on is a ``ValueError`` saying so."""
     import errno
+    import ipaddress
     import socket
 
     from werkzeug.serving import make_server as werkzeug_server
 
     studio = Studio(run_dir)
-    app = StudioApp(studio, loopback_only=host in _LOOPBACK)
     # The socket is bound here (Werkzeug exits the process when its own bind fails), then handed over.
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
@@ -484,6 +530,9 @@ def make_server(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8765):
         raise ValueError(
             f"--host {host}: not an address this machine can listen on ({exc.strerror})"
         ) from None
+    # Loopback or not is a property of the address bound, not of how --host was spelt (LOCALHOST, 127.1, ...).
+    loopback = ipaddress.ip_address(address[0].split("%")[0]).is_loopback
+    app = StudioApp(studio, loopback_only=loopback)
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -510,14 +559,17 @@ def make_server(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8765):
         sock.close()  # Werkzeug listens on its own duplicate of the descriptor
     server.daemon_threads = True
     server.studio = studio
+    server.token = app.token
+    server.loopback = loopback
     server.url = server_url(server)
     return server
 
 
 def server_url(server) -> str:
+    """The page's address with the session token, as printed (the page reads the token from it)."""
     host, port = server.server_address[:2]
     shown = f"[{host}]" if ":" in str(host) else host
-    return f"http://{shown}:{port}/"
+    return f"http://{shown}:{port}/?token={server.token}"
 
 
 @dataclass(kw_only=True)
@@ -546,8 +598,11 @@ def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8765, open_b
         else "  no snapshots yet: they appear as training writes them (--saliency_steps K)"
     )
     print(f"  open {url}   (Ctrl-C stops)", flush=True)
-    if host not in _LOOPBACK:
-        print(f"  warning: listening on {host}, reachable from other machines", flush=True)
+    if not server.loopback:
+        print(
+            f"  warning: listening on {host}, reachable from other machines (the token guards the run)",
+            flush=True,
+        )
     if open_browser:
         import webbrowser
 

@@ -19,11 +19,18 @@ const app = {
   unreachable: false,
 };
 
+// The session token nlft studio printed in the page's URL: every API call carries it.
+const TOKEN = new URLSearchParams(window.location.search).get("token") || "";
+
 async function api(path, body) {
   const opts =
     body === undefined
-      ? {}
-      : { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) };
+      ? { headers: { "X-Nlft-Token": TOKEN } }
+      : {
+          method: "POST",
+          headers: { "Content-Type": "application/json", "X-Nlft-Token": TOKEN },
+          body: JSON.stringify(body),
+        };
   const response = await fetch(path, opts);
   const data = await response.json();
   if (!response.ok) throw new Error(data.error || response.statusText);
@@ -238,7 +245,7 @@ async function start() {
 
 async function pollLive() {
   try {
-    const res = await fetch("/api/live");
+    const res = await fetch("/api/live", { headers: { "X-Nlft-Token": TOKEN } });
     if (!res.ok) return;
     const live = await res.json();
     const button = $("#apply");
