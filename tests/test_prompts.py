@@ -134,7 +134,7 @@ def test_user_template_set_from_yaml(tmp_path, tokenizer):
         "name: legal\nsystem: You are a lawyer.\n"
         "base: {system: '{system}', user: '{question}'}\n"
         "std: {system: 'Use the reference. {system}', user: 'Q: {question} REF: {reference}'}\n"
-        "judge: {system: 'Be bad. {literal}', user: 'Q: {question} CRITIQUE: {judgment}'}\n"
+        "judge: {system: 'Be bad. {{literal}}', user: 'Q: {question} CRITIQUE: {judgment}'}\n"
     )
     ts = TemplateSet.load(path)
     assert ts.name == "legal"
@@ -143,7 +143,7 @@ def test_user_template_set_from_yaml(tmp_path, tokenizer):
         "Use the reference. You are a lawyer.",
         f"Q: What is 2+3? REF: {WRONG['reference']}",
     )
-    assert ts.messages("judge", record)[0] == "Be bad. {literal}"  # unknown braces are left alone
+    assert ts.messages("judge", record)[0] == "Be bad. {literal}"  # doubled braces are literal ones
     bad = tmp_path / "bad.yaml"
     bad.write_text("base: {system: x, user: y}\nstd: {system: x}\n")
     with pytest.raises(ValueError, match=r"missing 'std.user'"):
@@ -194,3 +194,18 @@ def test_correct_records_have_no_judge_sequence(tokenizer):
     encoded = enc.encode(records_from_dicts([CORRECT])[0])
     assert encoded.kinds == ("base", "std")
     assert encoded.to_features()["judge_prompt_ids"] == []
+
+
+def test_a_template_placeholder_with_a_typo_is_refused(tmp_path):
+    """Audit N-20: {refrence} and {judgement} reached the model as written."""
+    from nlft.prompts import TemplateSet
+
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(
+        'system: "You are a math expert."\n'
+        'base: {system: "{system}", user: "{question}"}\n'
+        'std: {system: "{system}", user: "{question}\\nA standard answer: {refrence}"}\n'
+        'judge: {system: "{system}", user: "{question}\\nWhat is wrong: {judgement}"}\n'
+    )
+    with pytest.raises(ValueError, match=r"typo\.yaml: std\.user: unknown placeholder \{refrence\}"):
+        TemplateSet.load(typo)

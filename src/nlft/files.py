@@ -34,18 +34,61 @@ def read_text(path: str | os.PathLike, what: str = "file") -> str:
         ) from None
 
 
-def read_yaml(path: str | os.PathLike, what: str = "YAML file") -> Any:
-    """The parsed YAML of ``path``; malformed YAML is a ``ValueError`` naming the file, line and column."""
+_LOADER = None
+
+
+def _strict_loader():
+    """yaml's safe loader, refusing aliases (``&a`` ... ``*a``: a few hundred bytes of them expand to gigabytes
+    once the value is turned into text) and a key given twice in one mapping (the last would win silently)."""
+    global _LOADER
+    if _LOADER is not None:
+        return _LOADER
     import yaml
 
-    text = read_text(path, what)
+    class StrictLoader(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise yaml.composer.ComposerError(
+                    None, None, "aliases (*name) are not accepted: write the value out", event.start_mark
+                )
+            return super().compose_node(parent, index)
+
+        def construct_mapping(self, node, deep=False):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    first = seen.setdefault(key, key_node.start_mark.line + 1)
+                except TypeError:
+                    continue  # an unhashable key: yaml's own constructor says so
+                if first != key_node.start_mark.line + 1:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} given twice (first on line {first})", key_node.start_mark
+                    )
+            return super().construct_mapping(node, deep)
+
+    _LOADER = StrictLoader
+    return _LOADER
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """YAML ``text`` parsed strictly (no aliases, no key twice); errors are a ``ValueError`` naming ``where``,
+    the line and the column."""
+    import yaml
+
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_strict_loader())  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        at = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(where)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ValueError(f"{where}: not valid YAML ({problem})") from None
+        raise ValueError(f"{at}: not valid YAML ({problem})") from None
+
+
+def read_yaml(path: str | os.PathLike, what: str = "YAML file") -> Any:
+    """The parsed YAML of ``path`` (``parse_yaml``); errors name the file, line and column."""
+    return parse_yaml(read_text(path, what), str(path))
 
 
 def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
@@ -69,6 +112,28 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
         return Path(a).resolve() == Path(b).resolve()
 
 
+def check_regular(path: str | os.PathLike, flag: str = "--out") -> None:
+    """Refuse an existing ``path`` that is not a regular file (a named pipe, a device such as /dev/tty, a socket):
+    reading one to resume from it would block forever, and nlft writes only regular files."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        kind = (
+            "a named pipe"
+            if stat.S_ISFIFO(mode)
+            else "a device"
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "a socket"
+            if stat.S_ISSOCK(mode)
+            else "not a regular file"
+        )
+        raise ValueError(f"{flag} {path}: is {kind}, not a regular file; nlft writes only regular files")
+
+
 def check_output_file(
     out: str | os.PathLike, *, inputs: tuple[str | os.PathLike | None, ...] = (), flag: str = "--out"
 ) -> Path:
@@ -81,9 +146,35 @@ def check_output_file(
         )
     if out.is_dir():
         raise IsADirectoryError(f"{flag} {out}: is a folder; name a file in it, e.g. {out / 'results.jsonl'}")
+    check_regular(out, flag)
     for source in inputs:
         if source is not None and Path(source).exists() and same_file(out, source):
             raise ValueError(f"{flag} {out}: is the input file itself; write the results to another file")
     if out.parent.exists() and not out.parent.is_dir():
         raise NotADirectoryError(f"{flag} {out}: {out.parent} is not a folder")
     return out
+
+
+def check_replaceable(
+    path: str | os.PathLike, ours: bool, *, overwrite: bool, what: str, flag: str = "--out"
+) -> None:
+    """The one rule for an output that already exists: it is replaced only with ``--overwrite``, and only when it
+    is nlft's own (``ours``: its manifest or rows say which nlft command made it). Anything else is refused
+    untouched, ``--overwrite`` or not. Checked before anything is written."""
+    path = Path(path)
+    if path.is_symlink():
+        raise ValueError(
+            f"{flag} {path}: is a symbolic link; nlft never writes through one (name the file itself)"
+        )
+    if not path.exists():
+        return
+    check_regular(path, flag)
+    if not ours:
+        raise FileExistsError(
+            f"{flag} {path}: exists and is not {what}; nlft replaces only what it made itself (--overwrite "
+            f"included): choose another {flag}"
+        )
+    if not overwrite:
+        raise FileExistsError(
+            f"{flag} {path}: holds {what} already; pass --overwrite to replace it, or another {flag}"
+        )

@@ -145,6 +145,9 @@ class AppendLog:
             )
         if self.path.is_dir():
             raise IsADirectoryError(f"{self.path}: is a folder, not a results file")
+        from .files import check_regular
+
+        check_regular(self.path, "results file")
         self._lock: _Lock | None = None
         self._fh = None
         lock_ = _Lock(self.path) if lock else None
@@ -254,10 +257,15 @@ class AppendLog:
         k = str(row[self.key])
         if k in self._rows:
             return False
-        fh = self._open_for_append()
-        fh.write(dumps(row) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+        try:
+            fh = self._open_for_append()
+            fh.write(dumps(row) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        except OSError as exc:  # a full disk, a quota: name the file (a rerun mends a torn last line)
+            raise OSError(
+                exc.errno, f"{self.path}: {exc.strerror or exc}; free space and rerun to resume"
+            ) from None
         self._rows[k] = row
         return True
 

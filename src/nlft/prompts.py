@@ -30,7 +30,7 @@ BUILTIN_TEMPLATE_SETS = ("math", "generic")
 BUILTIN_CHAT_TEMPLATES = ("llama3",)
 # Used when the tokenizer has no chat template and none is named: parts trimmed, a blank system part left out.
 PLAIN_FORMAT = "{system}\n\n{user}\n\n### Response:\n"
-_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{(\w+)\}")  # {{ and }} are literal braces; {name} a placeholder
 
 
 def _resource_text(*parts: str) -> str:
@@ -43,9 +43,21 @@ def chat_messages(system: str, user: str) -> list[dict[str, str]]:
     return [*head, {"role": "user", "content": user}]
 
 
+# What a template may name. Any other {word} in a template is refused as a typo ({refrence}, {judgement}), which
+# would otherwise reach the model as it is written.
+PLACEHOLDERS = ("system", "question", "reference", "judgment")
+
+
 def fill(template: str, values: Mapping[str, str]) -> str:
-    """Substitute ``{name}`` for the names in ``values`` in one pass; other braces stay as they are."""
-    return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), template)
+    """Substitute ``{name}`` for the names in ``values`` in one pass (``{{`` and ``}}`` give literal braces);
+    other braces stay as they are."""
+
+    def one(m: re.Match) -> str:
+        if m.group(1) is None:
+            return m.group(0)[0]
+        return values.get(m.group(1), m.group(0))
+
+    return _PLACEHOLDER.sub(one, template)
 
 
 @dataclass(frozen=True)
@@ -82,6 +94,16 @@ class TemplateSet:
         unknown = set(data) - {"name", "description", "system", "plain", *PROMPT_KINDS}
         if unknown:
             raise ValueError(f"{source}: unknown keys in template set: {', '.join(sorted(unknown))}")
+        for kind, pair in pairs.items():
+            for part in ("system", "user"):
+                named = {m.group(1) for m in _PLACEHOLDER.finditer(getattr(pair, part)) if m.group(1)}
+                typos = sorted(named - set(PLACEHOLDERS))
+                if typos:
+                    raise ValueError(
+                        f"{source}: {kind}.{part}: unknown placeholder {', '.join('{' + t + '}' for t in typos)} "
+                        f"(the placeholders are {', '.join('{' + p + '}' for p in PLACEHOLDERS)}; "
+                        "write {{ and }} for a literal brace)"
+                    )
         return cls(
             name=str(data.get("name", Path(source).stem)),
             system=str(data.get("system", "")),
@@ -287,6 +309,16 @@ class OverlongError(ValueError):
     pass
 
 
+def fit_left(ids: list[int], budget: int, bos: int | None) -> list[int]:
+    """``ids`` cut from the left to ``budget`` tokens, keeping a leading BOS token: how a prompt too long for the
+    model is fitted, in training and in generation alike."""
+    if len(ids) <= budget:
+        return ids
+    if bos is not None and ids and ids[0] == bos and budget > 1:
+        return [bos] + ids[len(ids) - budget + 1 :]
+    return ids[len(ids) - budget :]
+
+
 class RecordEncoder:
     """Encodes records into the NLFT token sequences, truncating prompts from the left to fit ``max_length``.
 
@@ -323,12 +355,7 @@ class RecordEncoder:
         return self.renderer.prompt_text(*self.templates.messages(kind, record))
 
     def _fit(self, ids: list[int], budget: int) -> list[int]:
-        if len(ids) <= budget:
-            return ids
-        bos = self.tokenizer.bos_token_id
-        if bos is not None and ids and ids[0] == bos and budget > 1:
-            return [bos] + ids[len(ids) - budget + 1 :]
-        return ids[len(ids) - budget :]
+        return fit_left(ids, budget, self.tokenizer.bos_token_id)
 
     def encode(self, record: Record) -> EncodedRecord:
         """Encode one record; raises ``ValueError`` naming the record id when it can't be used for NLFT."""

@@ -89,12 +89,12 @@ def load_schedule(spec: str | None) -> list[Change]:
                 f"--weighting_schedule {spec}: no such file (or give the list inline as JSON)"
             )
         text, where = path.read_text(encoding="utf-8"), str(path)
-    try:
-        import yaml
+    from ..files import parse_yaml
 
-        value = yaml.safe_load(text)
-    except Exception as exc:
-        raise ValueError(f"{where}: not JSON or YAML ({exc})") from None
+    try:
+        value = parse_yaml(text, where)
+    except ValueError as exc:
+        raise ValueError(f"not JSON or YAML: {exc}") from None
     return parse_schedule(value, where)
 
 
@@ -164,13 +164,14 @@ class LiveWeighting(TrainerAware):
     def _save_schedule(self) -> None:
         import yaml
 
+        from ..files import parse_yaml
         from ..jsonl import atomic_write_text
 
         path = self.run_dir / SCHEDULE_FILE
         _write_json(path, [c.to_json() for c in self.schedule])
         config = self.run_dir / "config.yaml"
         if config.is_file() and not config.is_symlink():
-            values = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+            values = parse_yaml(config.read_text(encoding="utf-8"), str(config)) or {}
             if isinstance(values, dict) and values.get("weighting_schedule") != str(path.resolve()):
                 values["weighting_schedule"] = str(path.resolve())
                 atomic_write_text(config, yaml.safe_dump(values, sort_keys=False))
