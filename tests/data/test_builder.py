@@ -77,3 +77,55 @@ def test_split_counts_rounds_half_up():
     assert split_counts(50, (1, 2)) == (17, 33)
     assert split_counts(3, (1, 1)) == (2, 1)
     assert split_counts(12, (2, 1)) == (8, 4)
+
+
+def test_a_folder_nlft_did_not_make_is_refused_untouched_overwrite_or_not(tmp_path, pool_file):
+    """Audit N-2: `nlft data build --out .` in a web extension's folder replaced its manifest.json and nlft.jsonl."""
+    folder = tmp_path / "webext"
+    folder.mkdir()
+    (folder / "manifest.json").write_text('{"manifest_version": 3, "name": "my extension"}')
+    (folder / "nlft.jsonl").write_text('{"my": "data"}\n')
+    for overwrite in (False, True):
+        with pytest.raises(FileExistsError, match="not a dataset nlft data build made"):
+            build_dataset(pool_file, folder, size=6, ratio="1:2", overwrite=overwrite)
+    assert (folder / "manifest.json").read_text() == '{"manifest_version": 3, "name": "my extension"}'
+    assert (folder / "nlft.jsonl").read_text() == '{"my": "data"}\n'
+
+
+def test_an_earlier_build_is_replaced_only_with_overwrite(tmp_path, pool_file):
+    """A run trained on data/ (size 25) is not pulled from under it by a later --size 50 into the same folder."""
+    first = build_dataset(pool_file, tmp_path / "data", size=24, ratio="1:2", seed=1)
+    before = first.nlft_path.read_bytes()
+    with pytest.raises(FileExistsError, match="pass --overwrite"):
+        build_dataset(pool_file, tmp_path / "data", size=48, ratio="1:2", seed=1)
+    assert first.nlft_path.read_bytes() == before
+    again = build_dataset(pool_file, tmp_path / "data", size=48, ratio="1:2", seed=1, overwrite=True)
+    assert len(load_records(again.nlft_path)) == 48
+    assert json.loads(again.manifest_path.read_text())["made_by"] == "nlft data build"
+    (tmp_path / "data" / "notes.txt").write_text(
+        "mine"
+    )  # a file of the user's beside the dataset: not ours now
+    with pytest.raises(FileExistsError, match="not a dataset"):
+        build_dataset(pool_file, tmp_path / "data", size=24, ratio="1:2", overwrite=True)
+    assert (tmp_path / "data" / "notes.txt").read_text() == "mine"
+
+
+def test_import_replaces_only_a_file_an_earlier_import_wrote(tmp_path):
+    from nlft.data.sources import ImportOptions, run_import
+
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text("precious\n")
+    for overwrite in (False, True):
+        with pytest.raises(FileExistsError, match="not records nlft data import wrote"):
+            run_import(
+                ImportOptions(source="gold", path="mini-math", limit=3, out=str(mine), overwrite=overwrite)
+            )
+    assert mine.read_text() == "precious\n"
+    out = tmp_path / "gold.jsonl"
+    assert run_import(ImportOptions(source="gold", path="mini-math", limit=3, out=str(out))) == 3
+    assert all(row["imported_from"] == "gold" for row in read_jsonl(out))
+    with pytest.raises(FileExistsError, match="pass --overwrite"):
+        run_import(ImportOptions(source="gold", path="mini-math", limit=2, out=str(out)))
+    assert (
+        run_import(ImportOptions(source="gold", path="mini-math", limit=2, out=str(out), overwrite=True)) == 2
+    )

@@ -402,3 +402,28 @@ def test_empty_records_are_refused(tmp_path):
     empty.write_text("")
     code, err = _cli("judge", str(empty), "--out", str(tmp_path / "j.jsonl"), "--no-progress")
     assert code == 2 and "no records" in err and not (tmp_path / "j.jsonl").exists()
+
+
+def test_a_users_jsonl_is_never_adopted_as_judge_results(tmp_path):
+    """Audit N-14: any JSONL with an id per row was resumed into: its torn line cut, judged records appended."""
+    source = tmp_path / "s.jsonl"
+    atomic_write_jsonl(source, [wrong(1), wrong(2)])
+    user = tmp_path / "user.jsonl"
+    user.write_text('{"id": "x", "note": "user data"}\n{"id": "y", "note": "user da')
+    before = user.read_bytes()
+    code, err = _cli("judge", str(source), "--out", str(user), "--no-progress")
+    assert code == 2 and "not judgments of these records" in err
+    assert user.read_bytes() == before
+
+
+def test_judgments_of_other_records_under_the_same_ids_are_not_resumed(tmp_path):
+    """Audit N-22: another model's answers under the same ids were reported as "judged by an earlier run"."""
+    first, second, out = tmp_path / "a.jsonl", tmp_path / "b.jsonl", tmp_path / "j.jsonl"
+    atomic_write_jsonl(first, [wrong(1), wrong(2)])
+    atomic_write_jsonl(second, [record(1, "Step 1: 3*3=10.\n#### 10"), record(2, "#### 11")])
+    judge_records(first, out, ArithmeticJudge(), progress=False)
+    before = out.read_bytes()
+    with pytest.raises(ValueError, match="judgments of other inputs under the same ids"):
+        judge_records(second, out, ArithmeticJudge(), progress=False)
+    assert out.read_bytes() == before
+    judge_records(first, out, ArithmeticJudge(), progress=False)  # the same records resume as before

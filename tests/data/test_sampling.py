@@ -394,3 +394,20 @@ def test_extra_body_reaches_the_server_and_identical_samples_at_temperature_are_
     assert code == 0, err
     assert all(body.get("do_sample") is True for body in bodies) and len(bodies) == 4
     assert "identical" in caplog.text and "do_sample" in caplog.text
+
+
+def test_a_file_sampled_from_other_questions_under_the_same_ids_is_not_resumed(tmp_path, monkeypatch, questions):
+    """Audit N-21: qB.jsonl's questions (the same ids as qA's) got "0 new, 4 from an earlier run"."""
+    from dataclasses import replace
+
+    out = tmp_path / "samples.jsonl"
+    other = [replace(q, question=q.question + " (another question)") for q in questions[:2]]
+    with FakeOpenAI(gold_replies(questions, set()), api_key=KEY) as server:
+        backend, options = openai_backend(server, monkeypatch)
+        sample_questions(questions[:2], out, backend, provenance=options.describe(), progress=False)
+        before = out.read_bytes()
+        with pytest.raises(ValueError, match="samples of other inputs under the same ids"):
+            sample_questions(other, out, backend, provenance=options.describe(), progress=False)
+        assert out.read_bytes() == before
+        again = sample_questions(questions[:2], out, backend, provenance=options.describe(), progress=False)
+        assert again.new == 0 and again.earlier == 2

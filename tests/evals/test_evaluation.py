@@ -624,3 +624,44 @@ def test_eval_takes_the_shared_back_end_options_and_its_timeout_bounds_a_drippin
         took = time.monotonic() - started
     assert info.value.code == 1 and took < 15, took  # both requests cut off at 1 s, reported as failed
     assert "timed out" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_folder_holding_someone_elses_settings_json_is_refused_untouched(tmp_path, overwrite):
+    """Audit N-1: --overwrite must never delete a user's settings.json or summary.json (nor --out . a project's)."""
+    (tmp_path / "settings.json").write_text('{"theme": "dark", "font": 12}\n')
+    (tmp_path / "summary.json").write_text('{"mine": 1}\n')
+    backend = ScriptedBackend(lambda k, s: "#### 1")
+    with pytest.raises(SettingsMismatch, match="not the settings of an nlft evaluation"):
+        evaluate(
+            backend,
+            PaperProtocol(),
+            questions([1]),
+            tmp_path,
+            EvalSettings(),
+            overwrite=overwrite,
+            progress=False,
+        )
+    assert json.loads((tmp_path / "settings.json").read_text()) == {"theme": "dark", "font": 12}
+    assert json.loads((tmp_path / "summary.json").read_text()) == {"mine": 1}
+    assert backend.asked == [] and not (tmp_path / "items.jsonl").exists()
+
+
+def test_results_without_settings_are_not_replaced_even_with_overwrite(tmp_path):
+    (tmp_path / "summary.json").write_text('{"mine": 1}\n')
+    with pytest.raises(SettingsMismatch, match="no settings.json"):
+        evaluate(ScriptedBackend(lambda k, s: "#### 1"), PaperProtocol(), questions([1]), tmp_path, EvalSettings(),
+                 overwrite=True, progress=False)  # fmt: skip
+    assert (tmp_path / "summary.json").read_text() == '{"mine": 1}\n'
+
+
+@pytest.mark.parametrize(
+    "content, message", [("[1, 2]\n", "not the settings"), ("not json", "settings.json:1:1")]
+)
+def test_a_settings_json_that_is_not_an_object_is_an_error_naming_it(tmp_path, content, message):
+    """Audit N-16 and old #22: a list, or text that is not JSON, is a clear error naming the file."""
+    (tmp_path / "settings.json").write_text(content)
+    with pytest.raises(ValueError, match=message) as info:
+        evaluate(ScriptedBackend(lambda k, s: "#### 1"), PaperProtocol(), questions([1]), tmp_path, EvalSettings(),
+                 progress=False)  # fmt: skip
+    assert str(tmp_path / "settings.json") in str(info.value)

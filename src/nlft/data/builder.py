@@ -160,6 +160,37 @@ class BuildOptions:
     seed: int = opt(42, help="seed of the selection")
     templates: str = opt("math", help="prompt template set for the SFT prompts: math, generic or a YAML file")
     skip_invalid: bool = opt(False, help="skip and count invalid pool lines instead of stopping")
+    overwrite: bool = opt(False, help="replace a dataset an earlier nlft data build wrote in --out")
+
+
+MADE_BY = "nlft data build"
+
+
+def _made_here(out: Path) -> bool:
+    """Whether folder ``out`` holds a dataset nlft data build wrote (its manifest says so; older manifests hold
+    the pool, the size and the ids), and nothing else but that dataset."""
+    import json
+
+    try:
+        manifest = json.loads((out / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    ours = isinstance(manifest, dict) and (
+        manifest.get("made_by") == MADE_BY or {"pool", "size", "ids"} <= set(manifest)
+    )
+    return ours and {p.name for p in out.iterdir()} <= {NLFT_FILE, SFT_FILE, MANIFEST_FILE}
+
+
+def check_build_folder(out: Path, overwrite: bool) -> None:
+    """``--out`` for a dataset: new, empty, or an earlier build's (replaced with ``--overwrite`` only)."""
+    from ..files import check_replaceable
+
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise NotADirectoryError(
+            f"--out {out}: is not a folder (a file or a link); name a folder for the dataset"
+        )
+    if out.is_dir() and any(out.iterdir()):
+        check_replaceable(out, _made_here(out), overwrite=overwrite, what="a dataset nlft data build made")
 
 
 def build_dataset(
@@ -171,18 +202,23 @@ def build_dataset(
     seed: int = 42,
     templates: str | Path | None = "math",
     skip_invalid: bool = False,
+    overwrite: bool = False,
 ) -> BuildResult:
+    """Select ``size`` records of ``pool`` at ``ratio`` into ``out_dir`` (nlft.jsonl, sft.jsonl, manifest.json).
+    ``out_dir`` must be new, empty, or a dataset an earlier build wrote (replaced only with ``overwrite``)."""
+    out = Path(out_dir)
+    check_build_folder(out, overwrite)
     records = load_records(pool, skip_invalid=skip_invalid)
     parsed = parse_ratio(ratio)
     selection = select(records, size, parsed, seed)
     template_set = TemplateSet.load(templates)
-    out = Path(out_dir)
     nlft_path, sft_path, manifest_path = out / NLFT_FILE, out / SFT_FILE, out / MANIFEST_FILE
     atomic_write_jsonl(nlft_path, (r.to_dict() for r in selection.records))
     atomic_write_jsonl(sft_path, (sft_row(r, template_set) for r in selection.records))
     atomic_write_json(
         manifest_path,
         {
+            "made_by": MADE_BY,
             "pool": str(pool),
             "pool_sha256": _sha256(Path(pool)),
             "size": size,

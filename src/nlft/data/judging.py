@@ -33,7 +33,7 @@ from ..prompts import TemplateSet, chat_messages, fill
 from ..records import Record, load_records
 from ..tasks.answers import RULES
 from .arithmetic import judge_response
-from .sampling import check_same_settings, progress_bar
+from .sampling import check_same_inputs, check_same_settings, progress_bar
 
 JUDGE_BACKENDS = ("arithmetic", "openai", "hf")
 BUILTIN_JUDGE_PROMPTS = ("math",)
@@ -325,6 +325,7 @@ def run_judge(
         raise ValueError(f"{source}: no records to judge")
     ids = {r.id for r in records if needs_judgment(r)}
     existing = AppendLog.peek(out)
+    check_judge_file(existing, records, out)
     first = next(
         (
             row["judge"]
@@ -335,6 +336,24 @@ def run_judge(
     )
     check_same_settings(first, judge_stamp(options), out, "judgments")
     return judge_records(records, out, load_judge(options, templates), progress=progress)
+
+
+def check_judge_file(rows: dict[str, dict], records: list, out: Path) -> None:
+    """An existing ``--out`` is resumed only when it is this command's results on these records: every row a record
+    of the input (its id, question and response), nothing else. A file of the user's, or judgments of other
+    records under the same ids, is refused untouched."""
+    by_id = {r.id: r for r in records}
+    for key, row in rows.items():
+        if key not in by_id or not {"question", "response"} <= set(row):
+            from ..console import printable
+
+            raise ValueError(
+                f"{out}: holds rows that are not judgments of these records (id {printable(key)!r}); nlft judge "
+                "resumes only its own results on the same records: choose another --out"
+            )
+    check_same_inputs(
+        rows, {r.id: {"question": r.question, "response": r.response} for r in records}, out, "judgments"
+    )
 
 
 def judge_stamp(options: JudgeOptions) -> dict[str, Any]:
@@ -369,6 +388,7 @@ def judge_records(
     out = check_output_file(out, inputs=(source,) if not isinstance(source, list) else ())
     stamp = judge.describe()
     with AppendLog(out) as log:
+        check_judge_file({row["id"]: row for row in log.rows()}, records, out)
         failed_before = [row["id"] for row in log.rows() if row.get("judge_error")]
         retried = log.remove(failed_before)
         ids = {r.id for r in records if needs_judgment(r)}

@@ -134,7 +134,13 @@ def make_dataset(
     )  # fmt: skip
     try:
         built = build_dataset(
-            out / JUDGED_FILE, out / DATA_DIR, size=size, ratio=ratio, seed=seed, templates=templates
+            out / JUDGED_FILE,
+            out / DATA_DIR,
+            size=size,
+            ratio=ratio,
+            seed=seed,
+            templates=templates,
+            overwrite=True,  # the make's own data folder, rebuilt from its pool on every rerun
         )
     except ValueError as exc:
         raise ValueError(

@@ -9,6 +9,7 @@ Each converter yields ``Record`` objects ready for ``nlft data build``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,15 +172,33 @@ class ImportOptions:
     split: str = opt("train", help="the task's split, for gold and gsm8k-gold")
     limit: int | None = opt(None, type=POSITIVE, help="import only the first N records")
     out: str = opt(help="output .jsonl")
+    overwrite: bool = opt(False, help="replace a file an earlier nlft data import wrote")
+
+
+IMPORTED = "imported_from"  # the field every imported row carries: what made the file, recognisably
+
+
+def _imported_file(path: Path) -> bool:
+    """Whether ``path`` is a file nlft data import wrote (its first row names its source)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            first = json.loads(fh.readline() or "null")
+    except (OSError, ValueError):
+        return False
+    return isinstance(first, dict) and isinstance(first.get(IMPORTED), str)
 
 
 def run_import(options: ImportOptions) -> int:
-    """``nlft data import``: the records written to ``options.out`` (atomically); returns their number."""
-    from ..files import check_output_file
+    """``nlft data import``: the records written to ``options.out`` (atomically); returns their number. An
+    existing ``--out`` is replaced only with ``--overwrite`` and only when an earlier import wrote it."""
+    from ..files import check_output_file, check_replaceable
     from ..jsonl import atomic_write_jsonl
 
     o = options
     check_output_file(o.out, inputs=(o.path,))
+    check_replaceable(
+        o.out, _imported_file(Path(o.out)), overwrite=o.overwrite, what="records nlft data import wrote"
+    )
     if o.source in ("mathcritique", "mathdial") and not o.path:
         raise ValueError(f"data import {o.source}: name the input file")
     if o.source == "mathcritique":
@@ -190,4 +209,4 @@ def run_import(options: ImportOptions) -> int:
         records = list(gold_records(o.path or "gsm8k", o.split, limit=o.limit))
     if o.limit is not None:
         records = records[: o.limit]
-    return atomic_write_jsonl(o.out, (r.to_dict() for r in records))
+    return atomic_write_jsonl(o.out, ({**r.to_dict(), IMPORTED: o.source} for r in records))

@@ -14,7 +14,6 @@ samples every question once and the summary reports each seed's accuracy and the
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections import Counter
@@ -73,27 +72,57 @@ class SettingsMismatch(ValueError):
     pass
 
 
+MADE_BY = "nlft eval"
+
+
+def _is_ours(settings: Any) -> bool:
+    """Whether a parsed settings.json is one nlft eval wrote (it names itself; older ones hold the data, the
+    protocol and the decoding)."""
+    return isinstance(settings, dict) and (
+        settings.get("made_by") == MADE_BY or {"data", "decoding", "protocol"} <= set(settings)
+    )
+
+
 def _check_settings(out: Path, fingerprint: dict[str, Any], overwrite: bool, *, write: bool = True) -> None:
-    """Refuse to mix results of different settings in one folder; ``overwrite`` starts it afresh.
-    ``write=False`` only checks (nothing is deleted or written)."""
+    """Refuse to mix results of different settings in one folder; ``overwrite`` starts it afresh. Only a folder
+    nlft eval made (its settings.json names it) is ever resumed or replaced; files of any other kind are refused
+    untouched, ``--overwrite`` or not. ``write=False`` only checks (nothing is deleted or written)."""
+    from ..files import check_regular, read_json
+
     file = out / SETTINGS_FILE
-    if overwrite and not write:
-        return
-    if overwrite:
-        for name in (ITEMS_FILE, SUMMARY_FILE, SETTINGS_FILE):
-            (out / name).unlink(missing_ok=True)
-    elif file.exists():
-        old = json.loads(file.read_text(encoding="utf-8"))
-        if old != fingerprint:
-            changed = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
+    fingerprint = {"made_by": MADE_BY, **fingerprint}
+    for name in (ITEMS_FILE, SUMMARY_FILE, SETTINGS_FILE):
+        if (out / name).is_symlink():
+            raise SettingsMismatch(f"{out / name}: is a symbolic link; nlft never writes through one")
+        check_regular(out / name, "--out")
+    if file.exists():
+        old = read_json(file, "evaluation settings file")
+        if not _is_ours(old):
             raise SettingsMismatch(
-                f"{out} holds results made with other settings ({', '.join(changed)} differ); "
+                f"{file}: not the settings of an nlft evaluation; nlft eval writes only into a new folder or one it "
+                "made (--overwrite never replaces other files): choose another --out"
+            )
+        same = {k: v for k, v in old.items() if k != "made_by"} == {
+            k: v for k, v in fingerprint.items() if k != "made_by"
+        }
+        if not same and not overwrite:
+            changed = sorted(
+                k for k in (set(old) | set(fingerprint)) - {"made_by"} if old.get(k) != fingerprint.get(k)
+            )
+            raise SettingsMismatch(
+                f"{out} holds evaluation results made with other settings ({', '.join(changed)} differ); "
                 "pass --overwrite to replace them or --out to write elsewhere"
             )
-    elif (out / ITEMS_FILE).exists():
-        raise SettingsMismatch(
-            f"{out}/{ITEMS_FILE} exists without {SETTINGS_FILE}; pass --overwrite or choose another --out"
-        )
+        if overwrite and write:  # ours: started afresh
+            for name in (ITEMS_FILE, SUMMARY_FILE, SETTINGS_FILE):
+                (out / name).unlink(missing_ok=True)
+    else:
+        strangers = [name for name in (ITEMS_FILE, SUMMARY_FILE) if (out / name).exists()]
+        if strangers:
+            raise SettingsMismatch(
+                f"{out}: holds {' and '.join(strangers)} but no {SETTINGS_FILE}, so not an evaluation nlft can "
+                "resume or replace (--overwrite never replaces other files): choose another --out"
+            )
     if write:
         atomic_write_json(file, fingerprint)
 
