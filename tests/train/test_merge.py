@@ -85,3 +85,20 @@ def test_merge_never_replaces_the_cwd_the_run_or_a_folder_holding_it(tiny_run, t
         with pytest.raises(ValueError, match="being merged"):
             merge_adapter(run, out, overwrite=True)
     assert sorted(p.name for p in run.iterdir()) == before
+
+
+def test_merge_overwrite_never_replaces_the_base_model_of_what_it_merges(tiny_run, tmp_path):
+    """Audit N-13: an adapter trained on merged1, merged with --out merged1 --overwrite, replaced its own base."""
+    import shutil
+
+    merged1 = tmp_path / "merged1"
+    merge_adapter(tiny_run, merged1)
+    before = (merged1 / "model.safetensors").read_bytes()
+    on_merged = tmp_path / "on-merged"
+    shutil.copytree(tiny_run / "adapter", on_merged)
+    config = json.loads((on_merged / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = str(merged1)
+    (on_merged / "adapter_config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="being merged"):
+        merge_adapter(on_merged, merged1, overwrite=True)
+    assert (merged1 / "model.safetensors").read_bytes() == before

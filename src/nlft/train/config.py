@@ -315,6 +315,10 @@ def read_config_file(path: str | os.PathLike) -> dict:
     return data
 
 
+# More epochs than anyone trains for; beyond it the step count overflows (1e308 epochs: an OverflowError).
+MAX_EPOCHS = 1_000_000
+
+
 def validate_training_config(data: DataConfig, model: ModelConfig, train: NLFTConfig) -> None:
     """Ranges the dataclasses do not check themselves, checked before anything is written."""
 
@@ -353,7 +357,10 @@ def validate_training_config(data: DataConfig, model: ModelConfig, train: NLFTCo
     if train.max_steps == -1:
         epochs = train.num_train_epochs
         need(
-            math.isfinite(epochs) and epochs > 0, "num_train_epochs", "more than 0 (or set max_steps)", epochs
+            math.isfinite(epochs) and 0 < epochs <= MAX_EPOCHS,
+            "num_train_epochs",
+            f"more than 0 and at most {MAX_EPOCHS:,} (or set max_steps)",
+            epochs,
         )
     need(
         math.isfinite(train.learning_rate) and train.learning_rate >= 0,

@@ -94,6 +94,10 @@ def merge_adapter(
     )
     if weights.adapter is None:
         raise ValueError(f"{model}: no LoRA adapter to merge (it is a full model already)")
+    base = Path(str(weights.base_model))
+    if base.exists():  # the base model under the adapter (known once loaded) is a source too: never replaced
+        sources.append(base)
+        _check_target(out, sources, overwrite)
     merged = net.merge_and_unload()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))

@@ -363,6 +363,50 @@ def _non_default(obj) -> dict[str, Any]:
 
 def write_config(run_dir: Path, *parts, data: DataConfig, model: ModelConfig, train: NLFTConfig) -> None:
     """The resolved configuration, loadable again with ``nlft train --config RUN/config.yaml``."""
+    merged = resolved_config(*parts, data=data, model=model, train=train)
+    if not merged.get("weighting_schedule") and (run_dir / SCHEDULE_FILE).is_file():
+        # A resumed run goes on with its own schedule (the studio's changes): the config names it, so that
+        # `nlft train --config RUN/config.yaml` still replays the same settings at the same steps.
+        merged["weighting_schedule"] = str((run_dir / SCHEDULE_FILE).resolve())
+    atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump(merged, sort_keys=False))
+
+
+# What a resumed run may change: how it is watched, saved and logged, and how long it goes on. Anything else
+# (method, data, model, rate, seed, LoRA, weighting, ...) would make its later steps another run's.
+RESUMABLE_CHANGES = frozenset({
+    "output_dir", "overwrite_output_dir", "logging_steps", "logging_first_step", "logging_strategy", "logging_dir",
+    "report_to", "disable_tqdm", "save_strategy", "save_steps", "save_total_limit", "num_train_epochs", "max_steps",
+    "weighting_schedule", "saliency_steps", "saliency_probe", "dataloader_num_workers", "run_name",
+    "include_num_input_tokens_seen", "log_level", "use_cpu",
+})  # fmt: skip
+
+
+def check_resume_settings(run_dir: Path, new: dict[str, Any]) -> None:
+    """Refuse to resume ``run_dir`` with settings other than those it was started with (its config.yaml)."""
+    from ..files import read_yaml
+
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        return
+    old = read_yaml(path, "run configuration")
+    if not isinstance(old, dict):
+        return
+    # A setting left unset (None: "the default", e.g. the architecture's LoRA targets, resolved once the model is
+    # loaded) takes the run's own.
+    changed = sorted(
+        k for k in (set(old) | set(new)) - RESUMABLE_CHANGES if new.get(k) is not None and old.get(k) != new.get(k)
+    )
+    if changed:
+        shown = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in changed[:6])
+        raise ValueError(
+            f"--resume_from_checkpoint: {run_dir} was trained with other settings: {shown}"
+            f"{' ...' if len(changed) > 6 else ''}. Resume with the run's own (nlft train --config {path} "
+            "--resume_from_checkpoint last), or start another --output_dir"
+        )
+
+
+def resolved_config(*parts, data: DataConfig, model: ModelConfig, train: NLFTConfig) -> dict[str, Any]:
+    """Every setting of a run that differs from its default, and what it trains on, as config.yaml holds them."""
     merged: dict[str, Any] = {}
     for part in (data, model, train, *parts):
         merged.update(_non_default(part))
@@ -377,7 +421,7 @@ def write_config(run_dir: Path, *parts, data: DataConfig, model: ModelConfig, tr
         }
     )
     merged.pop("resume_from_checkpoint", None)  # how this process started, not what the run is
-    atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump(merged, sort_keys=False))
+    return yaml.safe_load(yaml.safe_dump(merged, sort_keys=False))  # as it reads back from the file
 
 
 def _absolute(value: str | None) -> str | None:
@@ -480,13 +524,18 @@ def train(
     ``callbacks`` are added to the run's own; those that are ``trainer.TrainerAware`` are bound to the trainer.
     ``method_settings`` is the method's own settings object (its ``settings_class``), if it has one.
     """
-    from .callbacks import PlannedStepsDone, StopWhenDone, TrainerAware, save_atomically
 
     method = check_request(data, model_cfg, train_cfg)
     run_dir = Path(train_cfg.output_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise NotADirectoryError(f"--output_dir {run_dir}: is a file")
     resume = _resume_target(train_cfg, run_dir)
+    if resume is not None:
+        check_resume_settings(
+            run_dir,
+            resolved_config(*([method_settings] if method_settings is not None else []), data=data, model=model_cfg,
+                            train=train_cfg),
+        )  # fmt: skip
     started = time.time()
     import torch
 
@@ -497,16 +546,75 @@ def train(
     tokenizer = load_training_tokenizer(model_cfg)
     encoded, texts, skipped = prepare_records(data, tokenizer)
     replacing = resume is None and train_cfg.overwrite_output_dir and (run_dir / RUN_FILE).exists()
+    created = not run_dir.exists()
+    lock = RunLock(run_dir)
+    if train_cfg.process_index == 0:
+        lock.acquire()  # before anything is replaced: a second training into a live run is refused untouched
+    try:
+        return _train_in(
+            run_dir, data, model_cfg, train_cfg, method, method_settings, callbacks, resume, replacing, created,
+            tokenizer, encoded, texts, skipped, started, memory,
+        )  # fmt: skip
+    finally:
+        lock.release()
+
+
+TRAIN_LOCK = ".train.lock"
+
+
+class RunLock:
+    """The right to train one run folder: an exclusive ``flock`` on ``RUN/.train.lock`` (holding the pid), held
+    while ``train`` runs; the kernel drops it if the process dies, so a killed run resumes at once."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        import fcntl
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        path = self.run_dir / TRAIN_LOCK
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            try:
+                holder = path.read_text().strip() or "?"
+            except OSError:
+                holder = "?"
+            raise ValueError(
+                f"--output_dir {self.run_dir}: another nlft train (pid {holder}) is training this run now; wait for "
+                "it to end (or stop it) before training or resuming it again"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _train_in(
+    run_dir, data, model_cfg, train_cfg, method, method_settings, callbacks, resume, replacing, created,
+    tokenizer, encoded, texts, skipped, started, memory,
+) -> TrainResult:  # fmt: skip
+    """``train`` once the run folder is locked."""
+    from .callbacks import PlannedStepsDone, StopWhenDone, TrainerAware, save_atomically
+
     with train_cfg.main_process_first(desc="replacing the earlier run"):
         if replacing and train_cfg.process_index == 0:
             logger.warning("replacing the run in %s: %s", run_dir, ", ".join(clear_run(run_dir)))
-    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / LOGS_DIR)
     try:
         model, tokenizer, base_name = load_training_model(model_cfg, train_cfg, run_dir, tokenizer)
     except BaseException:
-        if created and run_dir.is_dir() and not any(run_dir.iterdir()):
+        if created and run_dir.is_dir() and all(e.name == TRAIN_LOCK for e in run_dir.iterdir()):
+            (run_dir / TRAIN_LOCK).unlink(missing_ok=True)
             run_dir.rmdir()  # a folder this run made and left empty
         raise
     by_id = {t.id: t for t in texts}
