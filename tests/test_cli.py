@@ -158,3 +158,36 @@ def test_saliency_says_what_is_missing_or_too_much_before_loading_anything(tmp_p
     code, err = _run("saliency", "--model", "m", "--snapshot", "s", "--out", out)
     assert code == 2 and "not both" in err
     assert not (tmp_path / "s.html").exists()
+
+
+def test_a_full_disk_in_a_library_is_one_message_not_a_traceback(monkeypatch, capsys):
+    """Audit N-15: safetensors and tokenizers raise their own types on a full disk; cli.main caught only OSError."""
+    import nlft.cli as cli
+
+    def full(argv):
+        raise Exception("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(cli, "run_train", full)
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--output_dir", "x"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.startswith("nlft: error: the disk is full") and "Traceback" not in err
+
+    def bug(argv):
+        raise Exception("an honest bug")
+
+    monkeypatch.setattr(cli, "run_train", bug)
+    with pytest.raises(Exception, match="an honest bug"):  # anything else is not hidden
+        main(["train", "--output_dir", "x"])
+
+
+def test_an_absurd_number_of_epochs_is_refused_before_anything_is_written(tmp_path, capsys):
+    """Audit N-17: --num_train_epochs 1e308 overflowed after base-model/ and run.json were written."""
+    from pathlib import Path
+
+    config = Path(__file__).parents[1] / "configs" / "tiny-nlft.yaml"
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--config", str(config), "--output_dir", str(tmp_path / "r"), "--num_train_epochs", "1e308",
+              "--report_to", "none"])  # fmt: skip
+    assert info.value.code == 2 and "num_train_epochs" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

@@ -206,3 +206,48 @@ def test_the_length_reaches_every_training_run_and_fixes_the_pool(tmp_path, monk
     _check_same_plan(out, ExperimentOptions(out=str(out)))
     with pytest.raises(ValueError, match=r"max_new_tokens 160 \(now 512\)"):
         _check_same_plan(out, ExperimentOptions(out=str(out), max_new_tokens=512))
+
+
+def _cli(*argv: str) -> tuple[int, str]:
+    import contextlib
+    import io
+
+    from nlft.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as info:
+        main(list(argv))
+    return info.value.code, err.getvalue()
+
+
+@pytest.mark.parametrize(
+    "yaml_text, field",
+    [('sizes: "six"\n', "sizes"), ("seeds: [0, one]\n", "seeds"), ("learning_rate: fast\n", "learning_rate"),
+     ("methods: nlft\n", "methods")],
+)  # fmt: skip
+def test_an_experiment_config_of_the_wrong_type_is_named_not_a_traceback(tmp_path, yaml_text, field):
+    """Audit N-18: `sizes: "six"` ended in a TypeError."""
+    config = tmp_path / "type.yaml"
+    config.write_text(yaml_text)
+    code, err = _cli("experiment", "--config", str(config), "--out", str(tmp_path / "o"), "--dry-run")
+    assert code == 2 and f"{field}: must be" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "flag", ["--method", "--learning_rate", "--seed", "--data", "--output_dir", "--num_train_epochs"]
+)
+def test_train_args_cannot_change_what_a_cell_is(tmp_path, flag):
+    """Audit N-19 and N-36: `train_args: [--method, sft, ...]` trained sft under the name nlft; on the command
+    line `--train-args --method sft` was an ambiguous abbreviation of --methods."""
+    config = tmp_path / "ta.yaml"
+    config.write_text(f'train_args: ["{flag}", "x"]\n')
+    code, err = _cli("experiment", "--config", str(config), "--out", str(tmp_path / "o"), "--dry-run")
+    assert code == 2 and f"the experiment sets {flag}" in err
+    code, err = _cli("experiment", "--out", str(tmp_path / "o"), "--dry-run", "--train-args", f"{flag}=x")
+    assert code == 2 and f"the experiment sets {flag}" in err and "ambiguous" not in err
+    with pytest.raises(ValueError, match="the experiment sets"):
+        ExperimentOptions(out=str(tmp_path / "o"), train_args=[flag, "x"])
+    assert ExperimentOptions(out=str(tmp_path / "o"), train_args=["--lora_r", "8"]).train_args == [
+        "--lora_r",
+        "8",
+    ]

@@ -196,3 +196,22 @@ def test_unsupported_extension_and_missing_file_are_clear(write, tmp_path):
 def test_questions_accept_gsm8k_fields(write):
     qs = load_questions(write("q.jsonl", jsonl({"question": "What is 1+1?", "answer": "1+1=2\n#### 2"})))
     assert qs[0].question == "What is 1+1?" and qs[0].reference.endswith("#### 2")
+
+
+def test_ids_with_terminal_controls_are_printed_escaped(tmp_path, capsys):
+    """Audit N-9: a dataset's id cleared the screen, set the window title and forged `nlft data validate`'s verdict."""
+    import json
+
+    import pytest
+
+    from nlft.cli import main
+
+    evil = "\x1b[2J\x1b[H\x1b]0;owned\x07FAKE: all 500 records valid\r"
+    path = tmp_path / "esc.jsonl"
+    path.write_text(json.dumps({"id": evil, "question": "q", "response": "", "reference": "#### 1"}) + "\n")
+    with pytest.raises(SystemExit):
+        main(["data", "validate", str(path)])
+    captured = capsys.readouterr()
+    for stream in (captured.out, captured.err):
+        assert "\x1b" not in stream and "\x07" not in stream and "\r" not in stream
+    assert "\\x1b[2J" in captured.out + captured.err

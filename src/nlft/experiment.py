@@ -100,6 +100,7 @@ class ExperimentOptions:
 
         if isinstance(self.learning_rates, list):  # (method, rate) pairs, as --method-lr gives them
             self.learning_rates = dict(self.learning_rates)
+        self._check_types()
         parse_ratio(self.ratio)
         if self.judge not in JUDGE_BACKENDS:
             raise ValueError(f"--judge must be one of {', '.join(JUDGE_BACKENDS)}, not {self.judge!r}")
@@ -128,6 +129,45 @@ class ExperimentOptions:
         if len(set(self.seeds)) != len(self.seeds) or not self.seeds:
             raise ValueError(f"--seeds must be distinct and at least one, got {self.seeds}")
         self.sizes = sorted(set(self.sizes))
+
+    # What makes a cell the cell it is: set by the experiment, never by --train-args.
+    CELL_FLAGS = (
+        "--method", "--data", "--output_dir", "--seed", "--learning_rate", "--num_train_epochs", "--max_steps",
+        "--model_name_or_path", "--task", "--per_device_train_batch_size", "--gradient_accumulation_steps",
+        "--resume_from_checkpoint",
+    )  # fmt: skip
+
+    def _check_types(self) -> None:
+        """Types a YAML --config can get wrong (sizes: "six"), each named, before anything runs."""
+
+        def whole(value) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        def number(value) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+        for name, ok, what in (
+            ("sizes", lambda v: isinstance(v, list) and all(whole(x) for x in v), "a list of whole numbers"),
+            ("seeds", lambda v: isinstance(v, list) and all(whole(x) for x in v), "a list of whole numbers"),
+            ("methods", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of names"),
+            ("train_args", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of strings"),
+            ("learning_rate", number, "a number"),
+            ("learning_rates", lambda v: isinstance(v, dict) and all(isinstance(k, str) and number(r) and r > 0
+                                                                       for k, r in v.items()), "METHOD: RATE pairs"),
+            ("ratio", lambda v: isinstance(v, str), "text such as 2:1"),
+            ("model", lambda v: isinstance(v, str), "a model name or folder"),
+            ("task", lambda v: isinstance(v, str), "a task name"),
+        ):  # fmt: skip
+            value = getattr(self, name, None)
+            if not ok(value):
+                raise ValueError(f"{name}: must be {what}, got {value!r}")
+        for arg in self.train_args:
+            flag = arg.split("=", 1)[0]
+            if flag in self.CELL_FLAGS:
+                raise ValueError(
+                    f"--train-args {arg}: the experiment sets {flag} for each cell (method, size, seed, rate, "
+                    "epochs); change it with the experiment's own option instead"
+                )
 
     def rate(self, method: str) -> float:
         return self.learning_rates.get(method, self.learning_rate)
