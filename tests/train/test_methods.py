@@ -66,7 +66,9 @@ def test_every_method_trains_on_the_same_records_with_the_same_schedule(tmp_path
         assert info["method"] == method and info["records"] == len(ROWS) and result.global_step == 2
         lines = (result.run_dir / "config.yaml").read_text().splitlines()
         configs[method] = sorted(
-            x for x in lines if not x.startswith(("method:", "data:", "output_dir:", "grpo_", "sdft_", "sdpo_"))
+            x
+            for x in lines
+            if not x.startswith(("method:", "data:", "output_dir:", "grpo_", "sdft_", "sdpo_"))
         )
     first = configs.pop("nlft")
     assert "max_steps: 2" in first and "seed: 3" in first
@@ -156,7 +158,9 @@ def test_dft_trains_on_sfts_token_ids_with_trls_dft_loss(tmp_path):
     job = job_for(tmp_path)
     job.args = config(tmp_path)[2]
     assert get_method("dft").rows(job) == get_method("sft").rows(job)
-    assert get_method("dft").config(job).loss_type == "dft" and get_method("sft").config(job).loss_type == "nll"
+    assert (
+        get_method("dft").config(job).loss_type == "dft" and get_method("sft").config(job).loss_type == "nll"
+    )
 
 
 def test_sdft_rows_give_the_teacher_nlfts_x_std_prompt_whole(tmp_path):
@@ -166,10 +170,16 @@ def test_sdft_rows_give_the_teacher_nlfts_x_std_prompt_whole(tmp_path):
     rows = sdft_rows(job)
     assert len(rows) == 2  # one per question
     golds = list(dict.fromkeys(r["reference"] for r in ROWS))
-    firsts = [job.records[[t.question for t in job.texts].index(q)] for q in dict.fromkeys(t.question for t in job.texts)]
+    firsts = [
+        job.records[[t.question for t in job.texts].index(q)]
+        for q in dict.fromkeys(t.question for t in job.texts)
+    ]
     for row, record, gold in zip(rows, firsts, golds):
         # trl builds the teacher prompt as teacher_prompt_template.format(...), which the method sets to the context.
-        teacher = "{privileged_context}".format(prompt=row["prompt"], privileged_context=row["privileged_context"])
+        template = (
+            "{privileged_context}"  # the method's teacher_prompt_template; trl formats it with both names
+        )
+        teacher = template.format(prompt=row["prompt"], privileged_context=row["privileged_context"])
         assert gold in teacher and gold not in row["prompt"]
         assert job.tokenizer(teacher)["input_ids"] == list(record.prompt_ids["std"])
         assert job.tokenizer(row["prompt"])["input_ids"] == list(record.prompt_ids["base"])
@@ -227,10 +237,15 @@ def test_sdft_and_sdpo_train_record_costs_and_show_the_teacher_the_privileged_te
         from transformers import TrainerCallback
 
         class Teacher(TrainerCallback):
-            def on_self_distillation_batch_prepared(self, *, teacher_input_ids=None, processing_class=None, **_):
-                seen[method] += processing_class.batch_decode(teacher_input_ids, skip_special_tokens=False)
+            def __init__(self, texts: list[str]):
+                self.texts = texts
 
-        _self_distillation_run(tmp_path, method, extra, callbacks=[Teacher()])
+            def on_self_distillation_batch_prepared(
+                self, *, teacher_input_ids=None, processing_class=None, **_
+            ):
+                self.texts += processing_class.batch_decode(teacher_input_ids, skip_special_tokens=False)
+
+        _self_distillation_run(tmp_path, method, extra, callbacks=[Teacher(seen[method])])
         info = json.loads((tmp_path / method / "run.json").read_text())
         assert info["finished"] and info["global_step"] == 2 and info["method"] == method
         assert 0 < info["tokens_generated"] <= 2 * 2 * 8

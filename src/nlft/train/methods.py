@@ -291,7 +291,9 @@ def prompt_text(job: TrainingJob, ids: list[int], method: str, record_id: str) -
     added = tok("")["input_ids"]
     text = tok.decode(ids[len(added) :] if added and ids[: len(added)] == added else ids)
     if tok(text)["input_ids"] != ids:
-        raise ValueError(f"--method {method}: record {record_id}: its prompt does not tokenize back to the same ids")
+        raise ValueError(
+            f"--method {method}: record {record_id}: its prompt does not tokenize back to the same ids"
+        )
     return text
 
 
@@ -351,7 +353,9 @@ def resumable(trainer_class):
 
 
 def check_questions(job: TrainingJob, method: str, rows: list) -> None:
-    per_step = job.args.per_device_train_batch_size * job.args.gradient_accumulation_steps * job.args.world_size
+    per_step = (
+        job.args.per_device_train_batch_size * job.args.gradient_accumulation_steps * job.args.world_size
+    )
     if len(rows) < per_step:
         raise ValueError(
             f"--method {method}: {job.data.data} has {len(rows)} distinct questions, fewer than the {per_step} that one "
@@ -476,7 +480,9 @@ def sdft_rows(job: TrainingJob) -> list[dict[str, str]]:
     )  # fmt: skip
     rows = []
     for record, text in questions_of(job, "sdft"):
-        std_ids = record.prompt_ids.get("std") or encoder.renderer.prompt_ids(*encoder.templates.messages("std", text))
+        std_ids = record.prompt_ids.get("std") or encoder.renderer.prompt_ids(
+            *encoder.templates.messages("std", text)
+        )
         rows.append(
             {
                 "prompt": prompt_text(job, record.prompt_ids["base"], "sdft", text.id),
@@ -535,7 +541,9 @@ class SDPOSettings:
     sdpo_temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the rollouts"})
     sdpo_feedback_template: str = field(
         default="\nThe following is feedback from your unsuccessful earlier attempt:\n\n{feedback_raw}\n\n",
-        metadata={"help": "how a judgment is put to the teacher ({feedback_raw} is the judge's text; trl's default)"},
+        metadata={
+            "help": "how a judgment is put to the teacher ({feedback_raw} is the judge's text; trl's default)"
+        },
     )
     sdpo_reward_rule: str | None = field(
         default=None, metadata={"help": "the grader's rule for the reward (default: the task's)"}
@@ -569,14 +577,20 @@ def sdpo_rows(job: TrainingJob) -> list[dict[str, Any]]:
     for record, text in questions_of(job, "sdpo"):
         messages = chat_messages(*templates.messages("base", text))
         rendered = job.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        rendered = rendered["input_ids"] if isinstance(rendered, dict) or hasattr(rendered, "keys") else rendered
+        rendered = (
+            rendered["input_ids"] if isinstance(rendered, dict) or hasattr(rendered, "keys") else rendered
+        )
         if list(rendered) != list(record.prompt_ids["base"]):
             raise ValueError(
                 f"--method sdpo: record {text.id}: the tokenizer's chat template does not render the X_base prompt as "
                 "nlft does (trl's SDPO needs chat messages to reprompt the teacher); use a model with a chat template"
             )
         rows.append(
-            {"prompt": messages, "reference": text.reference, "privileged_context": judgments.get(text.question)}
+            {
+                "prompt": messages,
+                "reference": text.reference,
+                "privileged_context": judgments.get(text.question),
+            }
         )
     return rows
 
@@ -594,7 +608,9 @@ def _resume_ema_teacher(trainer) -> None:
         original = callback._initialize_teacher_adapter
 
         def initialize(callback=callback, original=original):
-            model = callback.accelerator.unwrap_model(callback.model) if callback.accelerator else callback.model
+            model = (
+                callback.accelerator.unwrap_model(callback.model) if callback.accelerator else callback.model
+            )
             name = callback.teacher_adapter_name
             if callback._initialized or name not in getattr(model, "peft_config", {}):
                 return original()
