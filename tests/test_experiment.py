@@ -251,3 +251,24 @@ def test_train_args_cannot_change_what_a_cell_is(tmp_path, flag):
         "--lora_r",
         "8",
     ]
+
+
+def test_a_terminated_experiment_stops_its_training_child(tmp_path):
+    """Audit N-8: `kill <experiment>` left its `nlft train` child running beside the rerun."""
+    import os
+    import signal
+    import sys
+    import threading
+
+    from nlft.experiment import run_child
+
+    before = signal.getsignal(signal.SIGTERM)
+    marker = tmp_path / "child.pid"
+    script = f"import os, time; open({str(marker)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+    threading.Timer(2.0, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
+    with pytest.raises(KeyboardInterrupt):
+        run_child([sys.executable, "-c", script], grace=5)
+    pid = int(marker.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # gone, and reaped
+    assert signal.getsignal(signal.SIGTERM) == before  # the experiment's own handler is gone again

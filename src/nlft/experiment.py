@@ -353,10 +353,41 @@ def _data(o: ExperimentOptions, out: Path) -> dict[int, list]:
     return subsets
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the experiment waits, so that its child is stopped rather than orphaned."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise _Terminated()
+
+
+def run_child(command: list[str], grace: float = 30.0) -> int:
+    """Run ``command`` and wait for it; if this process is interrupted (Ctrl-C) or terminated (SIGTERM) meanwhile,
+    the child gets SIGINT (it saves nothing half-way: a rerun resumes from its last checkpoint), then SIGKILL after
+    ``grace`` seconds, and is waited for: an experiment never leaves a training running beside its rerun."""
+    import signal
+    import subprocess
+
+    child = subprocess.Popen(command)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return child.wait()
+    except BaseException:
+        if child.poll() is None:
+            child.send_signal(signal.SIGINT)
+            try:
+                child.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _train_cell(o: ExperimentOptions, out: Path, cell: Cell, records: list) -> None:
     """Train one cell with ``nlft train`` in a process of its own: its peak memory is its own (a process that ran
     earlier cells keeps their memory), and a crash stops the experiment, not the interpreter."""
-    import subprocess
     import sys
 
     run = out / "runs" / cell.name
@@ -390,7 +421,7 @@ def _train_cell(o: ExperimentOptions, out: Path, cell: Cell, records: list) -> N
         *resume,
         *o.train_args,
     ]  # fmt: skip
-    code = subprocess.call([sys.executable, "-m", "nlft", "train", *args])
+    code = run_child([sys.executable, "-m", "nlft", "train", *args])
     if code != 0:
         raise RuntimeError(
             f"{cell.name}: nlft train exited with status {code} (its messages are above; rerun to resume)"
