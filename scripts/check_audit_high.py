@@ -24,7 +24,12 @@ ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 def nlft(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "nlft", *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "nlft", *args],
+        cwd=cwd,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -43,9 +48,11 @@ def n1(tmp: Path) -> bool:
         proc = nlft("eval", "nlft:mini", "--data", "mini-math:test", "--limit", "2", "--out", "proj", "--quiet",
                     *extra, cwd=tmp)  # fmt: skip
         ok &= refused(proc, "not the settings of an nlft evaluation")
-    return ok and json.loads((proj / "settings.json").read_text()) == {"theme": "dark", "font": 12} and json.loads(
-        (proj / "summary.json").read_text()
-    ) == {"mine": 1}
+    return (
+        ok
+        and json.loads((proj / "settings.json").read_text()) == {"theme": "dark", "font": 12}
+        and json.loads((proj / "summary.json").read_text()) == {"mine": 1}
+    )
 
 
 def n2(tmp: Path) -> bool:
@@ -103,7 +110,9 @@ def n3(tmp: Path) -> bool:
         server = _serving(run, spelling)
         base = f"http://{server.server_address[0]}:{server.server_address[1]}"
         ok &= _get(f"{base}/api/state", host="evil.com", token=server.token) == 403
-        ok &= _get(f"{base}/api/state", host=f"127.0.0.1:{server.server_address[1]}", token=server.token) == 200
+        ok &= (
+            _get(f"{base}/api/state", host=f"127.0.0.1:{server.server_address[1]}", token=server.token) == 200
+        )
         server.shutdown()
         server.server_close()
     return ok
@@ -137,10 +146,14 @@ def n5(tmp: Path) -> bool:
     return refused(proc, "named pipe") and time.time() - started < 30
 
 
-BOMB = "[" + ", ".join(
-    ['&a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
-    + [f"&a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)]
-) + "]"
+BOMB = (
+    "["
+    + ", ".join(
+        ['&a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+        + [f"&a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    )
+    + "]"
+)
 
 
 def n6(tmp: Path) -> bool:
@@ -148,10 +161,14 @@ def n6(tmp: Path) -> bool:
     config = (ROOT / "configs" / "tiny-nlft.yaml").read_text() + f"lora_target_modules: {BOMB}\n"
     (tmp / "bomb.yaml").write_text(config)
     started = time.time()
-    proc = nlft("train", "--config", "bomb.yaml", "--output_dir", "rb", "--report_to", "none", cwd=tmp, timeout=60)
+    proc = nlft(
+        "train", "--config", "bomb.yaml", "--output_dir", "rb", "--report_to", "none", cwd=tmp, timeout=60
+    )
     (tmp / "tbomb.yaml").write_text(f'system: "x"\nbase: {{system: "{{system}}", user: {BOMB}}}\n'
                                     "std: {system: s, user: u}\njudge: {system: s, user: u}\n")  # fmt: skip
-    build = nlft("data", "build", "s.jsonl", "--size", "1", "--templates", "tbomb.yaml", "--out", "o1", cwd=tmp)
+    build = nlft(
+        "data", "build", "s.jsonl", "--size", "1", "--templates", "tbomb.yaml", "--out", "o1", cwd=tmp
+    )
     return refused(proc, "aliases") and refused(build, "aliases") and time.time() - started < 60
 
 
@@ -162,10 +179,14 @@ def main() -> int:
             tmp = Path(root) / check.__name__
             tmp.mkdir()
             if check is n6:
-                (tmp / "s.jsonl").write_text('{"id": "r", "question": "q", "response": "#### 1", "reference": "#### 1"}\n')
+                (tmp / "s.jsonl").write_text(
+                    '{"id": "r", "question": "q", "response": "#### 1", "reference": "#### 1"}\n'
+                )
             ok = check(tmp)
             failed += not ok
-            print(f"{'PASS' if ok else 'FAIL'}  {check.__name__.upper().replace('N', 'N-')}  {check.__doc__.strip()}")
+            print(
+                f"{'PASS' if ok else 'FAIL'}  {check.__name__.upper().replace('N', 'N-')}  {check.__doc__.strip()}"
+            )
     print(f"\n{6 - failed} of 6 HIGH items hold")
     return 1 if failed else 0
 

@@ -396,7 +396,9 @@ def test_extra_body_reaches_the_server_and_identical_samples_at_temperature_are_
     assert "identical" in caplog.text and "do_sample" in caplog.text
 
 
-def test_a_file_sampled_from_other_questions_under_the_same_ids_is_not_resumed(tmp_path, monkeypatch, questions):
+def test_a_file_sampled_from_other_questions_under_the_same_ids_is_not_resumed(
+    tmp_path, monkeypatch, questions
+):
     """Audit N-21: qB.jsonl's questions (the same ids as qA's) got "0 new, 4 from an earlier run"."""
     from dataclasses import replace
 

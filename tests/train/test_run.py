@@ -41,7 +41,11 @@ def test_resuming_with_other_settings_is_refused(tmp_path, change, named):
         train(*config(tmp_path, *STEPS, "--max_steps", "6", "--resume_from_checkpoint", "last", *change))
     assert json.loads((run / "run.json").read_text()) == info
     # How long it goes on, and how it is logged, may change.
-    train(*config(tmp_path, *STEPS, "--max_steps", "6", "--logging_steps", "3", "--resume_from_checkpoint", "last"))
+    train(
+        *config(
+            tmp_path, *STEPS, "--max_steps", "6", "--logging_steps", "3", "--resume_from_checkpoint", "last"
+        )
+    )
 
 
 def test_a_resumed_runs_config_still_names_its_weighting_schedule(tmp_path):

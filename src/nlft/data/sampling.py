@@ -162,13 +162,13 @@ def check_same_inputs(rows: Mapping[str, Mapping[str, Any]], expected: Mapping[s
         row = rows.get(key)
         if row is None:
             continue
-        for field, value in fields.items():
-            if row.get(field) != value:
+        for name, value in fields.items():
+            if row.get(name) != value:
                 from ..console import printable
 
-                there = printable(str(row.get(field)))[:60]
+                there = printable(str(row.get(name)))[:60]
                 raise ValueError(
-                    f"{out} holds {what} of other inputs under the same ids ({key}: {field} {there!r} there, "
+                    f"{out} holds {what} of other inputs under the same ids ({key}: {name} {there!r} there, "
                     f"{printable(str(value))[:60]!r} now); choose another --out"
                 )
 

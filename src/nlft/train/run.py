@@ -394,7 +394,9 @@ def check_resume_settings(run_dir: Path, new: dict[str, Any]) -> None:
     # A setting left unset (None: "the default", e.g. the architecture's LoRA targets, resolved once the model is
     # loaded) takes the run's own.
     changed = sorted(
-        k for k in (set(old) | set(new)) - RESUMABLE_CHANGES if new.get(k) is not None and old.get(k) != new.get(k)
+        k
+        for k in (set(old) | set(new)) - RESUMABLE_CHANGES
+        if new.get(k) is not None and old.get(k) != new.get(k)
     )
     if changed:
         shown = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in changed[:6])
