@@ -191,3 +191,16 @@ def test_an_absurd_number_of_epochs_is_refused_before_anything_is_written(tmp_pa
               "--report_to", "none"])  # fmt: skip
     assert info.value.code == 2 and "num_train_epochs" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_an_unknown_dtype_in_a_config_is_refused_before_the_run_folder_is_made(tmp_path, capsys):
+    """Audit N-35: `dtype: float8` (the YAML skips argparse's choices) left base-model/ behind."""
+    from pathlib import Path
+
+    config = tmp_path / "c.yaml"
+    tiny = (Path(__file__).parents[1] / "configs" / "tiny-nlft.yaml").read_text()
+    config.write_text(tiny.replace("dtype: float32", "dtype: float8"))
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--config", str(config), "--output_dir", str(tmp_path / "r"), "--report_to", "none"])
+    assert info.value.code == 2 and "--dtype must be one of" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

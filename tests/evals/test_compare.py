@@ -160,3 +160,22 @@ def test_damaged_summaries_and_run_files_are_named(tmp_path, capsys):
         main(["compare", str(run), "--out", str(tmp_path / "cmp")])
     assert "run.json" in capsys.readouterr().err
     assert not (tmp_path / "cmp").exists()
+
+
+def test_compare_replaces_only_its_own_comparison(tmp_path):
+    """Audit N-38: `nlft compare --out .` replaced an existing comparison.md."""
+    import pytest
+
+    nlft = make_run(tmp_path, "nlft-50", "nlft", {0: 2, 1: 4})
+    sft = make_run(tmp_path, "sft-50", "sft", {0: 2, 1: 3})
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "comparison.md").write_text("# my notes\n")
+    for overwrite in (False, True):
+        with pytest.raises(FileExistsError, match="not a comparison nlft compare wrote"):
+            compare([nlft, sft], mine, rule="authors", overwrite=overwrite)
+    assert (mine / "comparison.md").read_text() == "# my notes\n" and not (mine / "comparison.png").exists()
+    compare([nlft, sft], tmp_path / "cmp", rule="authors")
+    with pytest.raises(FileExistsError, match="pass --overwrite"):
+        compare([nlft, sft], tmp_path / "cmp", rule="authors")
+    assert compare([nlft, sft], tmp_path / "cmp", rule="authors", overwrite=True)["md"].is_file()

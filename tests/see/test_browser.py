@@ -158,6 +158,7 @@ def test_report_in_the_browser(browser, demo_run):
         limit=5,  # the demo data's first five: three correct records, then two wrong ones
         overrides={"judge_floor": 0.0, "ratio_threshold": 1.0, "correct_confidence": 0.00025},
         progress=False,
+        overwrite=True,  # this test's own report from an earlier run
     )
     page, dialogs = open_page(browser, out.as_uri())
     cells = page.locator("section.record .tok")
@@ -190,6 +191,7 @@ def test_hostile_tokens_render_as_text_in_studio_and_report(browser, server, tmp
     rec.question = f"Question {SCRIPT}"
     rec.judgment = f"Judgment {PWNED}"
     write_snapshot(tmp_path, Snapshot(3, [rec], WeightingConfig()))
+    (tmp_path / "run.json").write_text('{"method": "nlft"}')  # the studio serves run folders only
     report = tmp_path / "hostile.html"
     make_report(report, snapshot=str(tmp_path))
 

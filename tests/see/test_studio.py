@@ -94,8 +94,9 @@ def test_bad_settings_are_refused_naming_the_field(run, server, body, words):
 def test_unknown_step_and_empty_run(run, server, tmp_path_factory):
     status, answer = request(server(run), "GET", "/api/snapshot?step=9")
     assert status == 404 and "1, 2" in answer["error"]
-    empty = tmp_path_factory.mktemp("empty")
+    empty = tmp_path_factory.mktemp("empty")  # a run about to begin: nothing served yet, snapshots awaited
     srv = server(empty)
+    assert request(srv, "GET", "/files/run.json")[0] == 404
     assert request(srv, "GET", "/api/snapshots") == (200, {"steps": [], "latest": None})
     status, answer = request(srv, "GET", "/api/snapshot")
     assert status == 404 and "saliency_steps" in answer["error"]

@@ -154,11 +154,23 @@ def test_saliency_command_layers_yaml_and_flags(snapshot_run, tmp_path, capsys):
 
     yaml_file.write_text("treshold: 0.5\n")
     with pytest.raises(SystemExit) as info:
-        main(["saliency", "--snapshot", str(snapshot_run), "--out", str(out), "--weighting", str(yaml_file)])
+        main(["saliency", "--snapshot", str(snapshot_run), "--out", str(out), "--weighting", str(yaml_file),
+              "--overwrite"])  # fmt: skip
     assert info.value.code == 2
     assert "w.yaml" in capsys.readouterr().err
+    with pytest.raises(
+        SystemExit
+    ) as info:  # audit N-38: an existing report is replaced only with --overwrite
+        main(["saliency", "--snapshot", str(snapshot_run), "--out", str(out)])
+    assert info.value.code == 2 and "pass --overwrite" in capsys.readouterr().err
+    mine = tmp_path / "mine.html"
+    mine.write_text("<html>my page</html>")
     with pytest.raises(SystemExit) as info:
-        main(["saliency", "--snapshot", str(tmp_path), "--out", str(out)])
+        main(["saliency", "--snapshot", str(snapshot_run), "--out", str(mine), "--overwrite"])
+    assert info.value.code == 2 and "not a saliency report" in capsys.readouterr().err
+    assert mine.read_text() == "<html>my page</html>"
+    with pytest.raises(SystemExit) as info:
+        main(["saliency", "--snapshot", str(tmp_path), "--out", str(out), "--overwrite"])
     assert info.value.code == 2 and "no saliency snapshots" in capsys.readouterr().err
 
 

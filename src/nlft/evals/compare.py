@@ -250,6 +250,18 @@ class CompareOptions:
     tag: str | None = opt(None, help="the --tag of the evaluations to compare")
     labels: list[str] | None = opt(None, help="legend labels, one per run (default: folder name and method)")
     title: str | None = opt(None, help="plot title")
+    overwrite: bool = opt(False, help="replace the comparison an earlier nlft compare wrote in --out")
+
+
+MARKER = "<!-- made by nlft compare -->"  # comparison.md's first line: what marks the outputs as nlft's own
+
+
+def _our_comparison(md: Path) -> bool:
+    try:
+        with open(md, encoding="utf-8", errors="replace") as fh:
+            return fh.readline().strip() == MARKER
+    except OSError:
+        return False
 
 
 def compare(
@@ -262,8 +274,12 @@ def compare(
     tag: str | None = None,
     labels: Sequence[str] | None = None,
     title: str | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Path]:
-    """Write ``comparison.{md,csv,png}`` into ``out``; returns their paths."""
+    """Write ``comparison.{md,csv,png}`` into ``out``; returns their paths. Existing ones are replaced only when an
+    earlier ``nlft compare`` wrote them, and with ``overwrite``."""
+    from ..files import check_replaceable
+
     if labels and len(labels) != len(runs):
         raise ValueError(f"--labels: {len(labels)} labels for {len(runs)} runs")
     curves = [
@@ -283,8 +299,12 @@ def compare(
         "csv": out / f"{OUTPUT_NAME}.csv",
         "png": out / f"{OUTPUT_NAME}.png",
     }
+    ours = _our_comparison(paths["md"])
+    for path in paths.values():
+        check_replaceable(path, ours, overwrite=overwrite, what="a comparison nlft compare wrote")
     atomic_write_text(
-        paths["md"], markdown_table(curves, rule, f"{title}, {RULE_NAMES.get(rule, rule)}, %") + "\n"
+        paths["md"],
+        MARKER + "\n" + markdown_table(curves, rule, f"{title}, {RULE_NAMES.get(rule, rule)}, %") + "\n",
     )
     atomic_write_text(paths["csv"], csv_text(curves))
     atomic_write_bytes(paths["png"], plot_png(curves, rule, title))

@@ -155,6 +155,18 @@ class ReportOptions:
     )
     step: int | None = opt(None, type=NON_NEGATIVE, help="with --snapshot RUN: the step to show")
     out: str = opt("saliency.html", help="the HTML file to write")
+    overwrite: bool = opt(False, help="replace a report an earlier nlft saliency wrote at --out")
+
+
+def _our_report(path: Path) -> bool:
+    from .visualisation import GENERATOR
+
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return False
+    return f'<meta name="generator" content="{GENERATOR}">' in head
 
 
 @dataclass(kw_only=True)
@@ -243,11 +255,13 @@ def make_report(
     limit: int | None = 8,
     weighting: str | None = None,
     overrides: dict[str, Any] | None = None,
+    overwrite: bool = False,
     **scoring: Any,
 ) -> Report:
     """Score records with ``model`` (``score_data``, which takes the other keywords) or read a training
-    ``snapshot``; weigh them and write an HTML report."""
-    from ..files import check_output_file
+    ``snapshot``; weigh them and write an HTML report (an existing ``out`` only if an earlier report, and
+    ``overwrite``)."""
+    from ..files import check_output_file, check_replaceable
     from ..jsonl import atomic_write_text
     from .visualisation import render_report
 
@@ -257,6 +271,7 @@ def make_report(
         raise ValueError("give either a model (--model) or a training snapshot (--snapshot), not both")
     data = scoring.get("data")
     check_output_file(out, inputs=(data,) if data else ())
+    check_replaceable(out, _our_report(Path(out)), overwrite=overwrite, what="a saliency report nlft wrote")
     if limit is not None and limit < 1:
         raise ValueError(f"--limit must be at least 1, got {limit}")
     if snapshot is not None:

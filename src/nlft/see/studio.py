@@ -125,12 +125,13 @@ class Studio:
 
     def __init__(self, run_dir: str | Path, cache_size: int = 4):
         self.run_dir = Path(run_dir).resolve()
-        if not self.run_dir.is_dir():
-            raise FileNotFoundError(f"{run_dir}: no such run folder")
-        if not (self.run_dir / RUN_FILE).is_file():
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise NotADirectoryError(f"{run_dir}: not a folder; name a run folder (nlft train --output_dir)")
+        # A run folder, or one a run is about to write (missing or empty: nothing to serve until run.json is
+        # there). Any other folder (a home directory, a project) is refused: the studio serves only a run.
+        if self.run_dir.is_dir() and any(self.run_dir.iterdir()) and not (self.run_dir / RUN_FILE).is_file():
             raise ValueError(
-                f"{run_dir}: not a run folder (no {RUN_FILE}); the studio serves only what nlft train writes. "
-                "Start it once the run has begun (nlft train writes run.json before its first step)"
+                f"{run_dir}: not a run folder (no {RUN_FILE}); the studio serves only what nlft train writes"
             )
         self._cache: OrderedDict[Path, tuple[tuple[int, int], Snapshot]] = OrderedDict()
         self._cache_size = cache_size
@@ -291,6 +292,10 @@ class Studio:
             raise PermissionError(
                 f"refused path {raw!r}"
             )  # dot-files (locks, hidden folders) are never served
+        if not (self.run_dir / RUN_FILE).is_file():
+            raise FileNotFoundError(
+                f"{path}: the run has not begun"
+            )  # nothing is served from a folder not a run's
         target = (self.run_dir / path).resolve()
         if not target.is_relative_to(self.run_dir):
             raise PermissionError(f"refused path {raw!r}: outside the run folder")

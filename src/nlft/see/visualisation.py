@@ -233,6 +233,9 @@ def settings_line(cfg: WeightingConfig) -> str:
     return " · ".join(f"{esc(k)} <code>{esc(v)}</code>" for k, v in cfg.to_dict().items())
 
 
+GENERATOR = "nlft saliency"  # what marks a report as nlft's own (``nlft saliency`` replaces only those)
+
+
 def render_report(
     views: Sequence[RecordView], cfg: WeightingConfig, *, title: str, details: Mapping[str, object]
 ) -> str:
@@ -241,7 +244,8 @@ def render_report(
     made = time.strftime("%Y-%m-%d %H:%M")
     return (
         "<!doctype html>\n"
-        f'<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">'
+        f'<html lang="en"><head><meta charset="utf-8"><meta name="generator" content="{GENERATOR}">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{esc(title)}</title><style>{CSS}\n.page {{ max-width:1200px; margin:0 auto; padding:20px; }}</style></head>"
         f'<body><div class="page"><h1>{esc(title)}</h1><div class="settings">{meta} · made {esc(made)}</div>'
         f'<div class="settings">weighting: {settings_line(cfg)}</div>'

@@ -348,6 +348,7 @@ def validate_training_config(data: DataConfig, model: ModelConfig, train: NLFTCo
 
         load_schedule(train.weighting_schedule)  # a bad schedule fails before anything is loaded
     whole("max_length", 2, data)
+    need(model.dtype in (None, *DTYPES), "dtype", f"one of {', '.join(DTYPES)}", model.dtype)
     need(
         train.max_steps == -1 or train.max_steps >= 1,
         "max_steps",
