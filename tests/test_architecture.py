@@ -83,7 +83,7 @@ BASICS = {"nlft", "files", "jsonl", "records", "prompts", "runs", "console", "op
 ALLOWED: dict[str, set[str]] = {
     "method": set(),
     "files": set(),
-    "jsonl": set(),
+    "jsonl": {"files"},
     "console": set(),
     "options": set(),
     "distributed": set(),

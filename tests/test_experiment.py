@@ -179,12 +179,11 @@ def test_the_shipped_gpu_config_plans_the_papers_grid_at_the_paper_protocols_len
 
 
 def test_the_length_reaches_every_training_run_and_fixes_the_pool(tmp_path, monkeypatch):
-    import subprocess
-
+    import nlft.experiment as experiment
     from nlft.experiment import Cell, _check_same_plan, _train_cell
 
     calls = []
-    monkeypatch.setattr(subprocess, "call", lambda argv: calls.append(argv) or 0)
+    monkeypatch.setattr(experiment, "run_child", lambda argv: calls.append(argv) or 0)
     o = ExperimentOptions(out=str(tmp_path), max_new_tokens=77, train_args=["--grpo_num_generations", "2"])
     _train_cell(o, tmp_path, Cell("grpo", 3, 0), records=[])
     argv = calls[0]

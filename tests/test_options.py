@@ -102,7 +102,7 @@ def test_each_command_reads_its_flags_back_into_its_dataclass_with_the_dataclass
 
     assert from_args(DemoOptions, _parsed(["demo"])) == DemoOptions()
 
-    args = _parsed(["experiment", "--out", "e", "--method-lr", "sft=2e-4", "--train-args", "--seed", "3"])
+    args = _parsed(["experiment", "--out", "e", "--method-lr", "sft=2e-4", "--train-args", "--lora_r", "3"])
     given = values(ExperimentOptions, args, unset=True)
-    assert given == {"out": "e", "learning_rates": [("sft", 2e-4)], "train_args": ["--seed", "3"]}
+    assert given == {"out": "e", "learning_rates": [("sft", 2e-4)], "train_args": ["--lora_r", "3"]}
     assert ExperimentOptions(**given).learning_rates == {"sft": 2e-4}

@@ -116,7 +116,7 @@ def test_apply_is_refused_when_the_run_is_not_training(tmp_path, server):
     request = urllib.request.Request(
         f"http://127.0.0.1:{srv.server_address[1]}/api/apply",
         data=json.dumps({"settings": {"threshold": 1.1}}).encode(),
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", "X-Nlft-Token": srv.token},
     )
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(request, timeout=10)
@@ -130,6 +130,7 @@ def test_only_one_studio_may_apply_to_a_run(tmp_path):
 
     run = tmp_path / "run"
     run.mkdir()
+    (run / "run.json").write_text('{"method": "nlft"}')
     (run / STATUS_FILE).write_text(
         json.dumps(
             {"training": True, "pid": os.getpid(), "host": socket.gethostname(), "step": 4, "applied_seq": 0}
