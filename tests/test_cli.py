@@ -204,3 +204,19 @@ def test_an_unknown_dtype_in_a_config_is_refused_before_the_run_folder_is_made(t
         main(["train", "--config", str(config), "--output_dir", str(tmp_path / "r"), "--report_to", "none"])
     assert info.value.code == 2 and "--dtype must be one of" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_terminal_that_cannot_encode_a_character_gets_an_escape_not_a_crash(tmp_path):
+    """Audit N-30: under PYTHONIOENCODING=ascii a record id with 'é' ended the command with exit 2 after its work."""
+    import os
+
+    path = tmp_path / "odd.jsonl"
+    path.write_text(
+        json.dumps({"id": "café-1", "question": "q", "response": "", "reference": "#### 1"}) + "\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "nlft", "data", "validate", str(path)], capture_output=True, timeout=120,
+        env={**os.environ, "PYTHONIOENCODING": "ascii"},
+    )  # fmt: skip
+    out = (proc.stdout + proc.stderr).decode("ascii")
+    assert "codec can't encode" not in out and "caf\\xe9-1" in out

@@ -640,6 +640,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .records import RecordError
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    for stream in (
+        sys.stdout,
+        sys.stderr,
+    ):  # a terminal that cannot show a character gets \x escapes, no crash
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     if not isinstance(
         sys.stdout, EscapingStream
     ):  # what commands print comes from data: no terminal controls

@@ -210,3 +210,15 @@ def test_report_of_a_cached_run_scores_as_it_trained(tmp_path):
         assert [t.p_std for t in v.tokens] == pytest.approx(by_id[v.id].p_std.tolist(), rel=1e-5)
     live = make_report(tmp_path / "l.html", model=str(run), reference_probs="live", progress=False)
     assert [t.p_std for t in live.views[0].tokens] != pytest.approx([t.p_std for t in report.views[0].tokens])
+
+
+def test_bidi_overrides_and_control_characters_are_shown_not_obeyed():
+    """Audit N-29: a right-to-left override or a NUL in an id, a question or a token reached the report raw."""
+    tokens = ["Fine", "\u202eevil", "\x00", " end"]
+    rec = make_probe("id\u202edi", False, n=len(tokens), tokens=tokens)
+    rec.question = "What is\u2066 this\u2069?"
+    _, text = render([rec])
+    for raw in ("\u202e", "\u2066", "\u2069", "\x00"):
+        assert raw not in text
+    shown = "".join(Page(text).text)
+    assert "id\\u202edi" in shown and "What is\\u2066 this\\u2069?" in shown and "\\u202eevil" in shown

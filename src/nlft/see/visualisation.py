@@ -75,7 +75,11 @@ body:has(#show-weights:not(:checked)) .tok .w { display:none; }
 
 
 def esc(text: object) -> str:
-    return html.escape(str(text), quote=True)
+    """Text from data as inert HTML: escaped, and with control characters and bidirectional overrides written out
+    (``\\u202e``), so that an id or a token cannot reorder or hide what the page shows."""
+    from ..console import printable
+
+    return html.escape(printable(str(text)), quote=True)
 
 
 def fmt(x: float | None) -> str:
