@@ -667,7 +667,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"nlft: error: {printable(message)}", file=sys.stderr)
         code = 2
     except KeyboardInterrupt:
-        print("nlft: interrupted", file=sys.stderr)
+        import signal
+        import threading
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C while we stop: no traceback
+        print("nlft: interrupted (what was finished is kept; rerun to resume)", file=sys.stderr)
+        if threading.active_count() > 1:
+            # Threads still waiting on the network (abandoned API requests) would hold the exit for up to
+            # --timeout; every result that came back is already on disk, so leave now.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
         code = 130
     except Exception as exc:
         # Libraries that write (tokenizers, safetensors) raise their own exception types on a full disk.

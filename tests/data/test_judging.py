@@ -427,3 +427,40 @@ def test_judgments_of_other_records_under_the_same_ids_are_not_resumed(tmp_path)
         judge_records(second, out, ArithmeticJudge(), progress=False)
     assert out.read_bytes() == before
     judge_records(first, out, ArithmeticJudge(), progress=False)  # the same records resume as before
+
+
+@pytest.mark.parametrize("presses", [1, 3])
+def test_ctrl_c_ends_an_api_judge_within_seconds_without_a_traceback(tmp_path, presses):
+    """Audit N-7: Ctrl-C waited for the requests in flight (up to --timeout, 58 s against a dripping server), and a
+    second Ctrl-C showed the executor's traceback."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    source = tmp_path / "s.jsonl"
+    atomic_write_jsonl(source, [wrong(i) for i in range(6)])
+    with FakeOpenAI(judge_reply, faults=lambda text, attempt: "slow", slow_s=60, api_key=KEY) as server:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "nlft", "judge", str(source), "--out", str(tmp_path / "j.jsonl"), "--backend",
+             "openai", "--model", "jm", "--base-url", server.url, "--timeout", "90", "--max-retries", "0",
+             "--no-progress"],
+            env={**os.environ, "OPENAI_API_KEY": KEY}, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while not server.log and time.monotonic() < deadline:  # until a request is in flight
+            time.sleep(0.1)
+        assert server.log, "no request reached the server"
+        time.sleep(0.5)
+        pressed = time.monotonic()
+        for _ in range(presses):
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.3)
+        try:
+            _, err = proc.communicate(timeout=15)
+        finally:
+            proc.kill()
+        took = time.monotonic() - pressed
+    assert proc.returncode == 130 and "nlft: interrupted" in err and "Traceback" not in err, err[-2000:]
+    assert took < 10

@@ -702,7 +702,8 @@ class OpenAIBackend:
         """Run requests with at most ``concurrency`` in flight; yield each as it completes."""
         pending: dict[Future, Request] = {}
         it = iter(requests)
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+        pool = ThreadPoolExecutor(max_workers=self.concurrency)
+        try:
             for request in it:
                 pending[pool.submit(self._call, request)] = request
                 if len(pending) >= self.concurrency:
@@ -715,6 +716,12 @@ class OpenAIBackend:
                     nxt = next(it, None)
                     if nxt is not None:
                         pending[pool.submit(self._call, nxt)] = nxt
+        except BaseException:
+            # Ctrl-C, or the caller stopping: queued requests are cancelled and those in flight abandoned, not
+            # waited for (every finished one was already written by the caller).
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
 
 
 def _redact(text: str) -> str:
