@@ -271,3 +271,48 @@ def test_a_terminated_experiment_stops_its_training_child(tmp_path):
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)  # gone, and reaped
     assert signal.getsignal(signal.SIGTERM) == before  # the experiment's own handler is gone again
+
+
+def test_the_pool_can_grow_before_subsets_are_built_and_its_sampling_is_part_of_the_plan(
+    tmp_path, monkeypatch
+):
+    """Issue 25: `--pool-questions 300` proved too small and the rerun with 500 was refused as another plan."""
+    import nlft.data.pipeline as pipeline
+    from nlft.experiment import _check_same_plan, _data
+
+    out = tmp_path / "exp"
+    out.mkdir()
+    _check_same_plan(
+        out, ExperimentOptions(out=str(out), pool_questions=300, pool_samples=2, pool_temperature=0.7)
+    )
+    _check_same_plan(
+        out, ExperimentOptions(out=str(out), pool_questions=500, pool_samples=4, pool_temperature=0.7)
+    )
+    assert json.loads((out / "experiment.json").read_text())["fixed"]["pool_questions"] == 500
+    with pytest.raises(ValueError, match="other settings"):  # a pool never shrinks, nor changes its sampling
+        _check_same_plan(
+            out, ExperimentOptions(out=str(out), pool_questions=400, pool_samples=4, pool_temperature=0.7)
+        )
+    with pytest.raises(ValueError, match="pool_temperature"):
+        _check_same_plan(
+            out, ExperimentOptions(out=str(out), pool_questions=500, pool_samples=4, pool_temperature=1.0)
+        )
+    (out / "data" / "size-25").mkdir(parents=True)
+    (out / "data" / "size-25" / "nlft.jsonl").write_text("")
+    with pytest.raises(ValueError, match="only before subsets are built"):
+        _check_same_plan(
+            out, ExperimentOptions(out=str(out), pool_questions=600, pool_samples=4, pool_temperature=0.7)
+        )
+    with pytest.raises(ValueError, match="needs --pool-temperature above 0"):
+        ExperimentOptions(out=str(out), pool_samples=2)
+
+    seen = {}
+
+    def fake(questions, pool, *, settings, samples, **kwargs):
+        seen.update(n=len(questions), samples=samples, temperature=settings.temperature)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(pipeline, "sample_and_judge", fake)
+    with pytest.raises(RuntimeError, match="stop here"):
+        _data(ExperimentOptions(out=str(out), pool_questions=7, pool_samples=3, pool_temperature=0.5), out)
+    assert seen == {"n": 7, "samples": 3, "temperature": 0.5}

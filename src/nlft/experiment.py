@@ -23,7 +23,7 @@ from typing import Any
 
 from .data.judging import JUDGE_BACKENDS
 from .models.loading import DTYPES
-from .options import POSITIVE, RATE, opt
+from .options import POSITIVE, RATE, TEMPERATURE, opt
 from .train.methods import METHODS
 
 
@@ -55,7 +55,21 @@ class ExperimentOptions:
         help="openai: the server, e.g. http://localhost:8000/v1 (default: api.openai.com; key from $OPENAI_API_KEY)",
     )
     pool_questions: int = opt(
-        400, type=POSITIVE, help="train questions the model answers once; the subsets come from these"
+        400,
+        type=POSITIVE,
+        help="train questions the model answers; the subsets come from these (a pool too small for the sizes may "
+        "grow: rerun with more, before any subset is built)",
+    )
+    pool_samples: int = opt(
+        1,
+        type=POSITIVE,
+        help="answers per pool question (ids -s0, -s1, ...): more where greedy answers give too few correct ones; "
+        "may grow like --pool-questions",
+    )
+    pool_temperature: float = opt(
+        0.0,
+        type=TEMPERATURE,
+        help="sampling temperature of the pool's answers (0: greedy; more than one sample needs > 0)",
     )
     sizes: list[int] = opt(
         type=POSITIVE, default_factory=lambda: [25, 50, 100], help="records per training set"
@@ -124,6 +138,10 @@ class ExperimentOptions:
                 raise ValueError(
                     f"--{name.replace('_', '-')} must be a whole number of at least 1, got {value!r}"
                 )
+        if self.pool_samples > 1 and self.pool_temperature <= 0:
+            raise ValueError(
+                f"--pool-samples {self.pool_samples} needs --pool-temperature above 0 (greedy answers would repeat)"
+            )
         if not self.sizes or any(s < 3 for s in self.sizes):
             raise ValueError(f"--sizes must be record counts of at least 3, got {self.sizes}")
         if len(set(self.seeds)) != len(self.seeds) or not self.seeds:
@@ -232,7 +250,7 @@ def nested_subsets(records: list, sizes: list[int], ratio: tuple[int, int], seed
         if n_correct > len(correct) or n_wrong > len(wrong):
             raise ValueError(
                 f"size {size} at {c}:{w} needs {n_correct} correct and {n_wrong} judged wrong records; the pool has "
-                f"{len(correct)} and {len(wrong)}: rerun with more --pool-questions"
+                f"{len(correct)} and {len(wrong)}: rerun with more --pool-questions or --pool-samples (the pool grows)"
             )
         out[size] = correct[:n_correct] + wrong[:n_wrong]
     return out
@@ -251,7 +269,9 @@ def plan_text(o: ExperimentOptions) -> str:
     return (
         f"{o.model} on {o.task}: {len(o.methods)} methods ({', '.join(o.methods)}) x {len(o.sizes)} sizes "
         f"({', '.join(map(str, o.sizes))}) x {len(o.seeds)} seeds = {n} training runs of {o.epochs} epochs\n"
-        f"  pool: {o.pool_questions} train questions answered and judged ({o.judge}); subsets at correct:wrong {o.ratio}\n"
+        f"  pool: {o.pool_questions} train questions answered "
+        f"{'once' if o.pool_samples == 1 else f'{o.pool_samples} times each at temperature {o.pool_temperature}'} "
+        f"and judged ({o.judge}); subsets at correct:wrong {o.ratio}\n"
         f"  up to {o.max_new_tokens} new tokens per sample, test answer and GRPO completion\n"
         f"  cost: {trained} record-epochs of training, {evals} test generations "
         f"({n} runs x {o.epochs} epochs + the base model, {o.test_questions} questions each)"
@@ -284,7 +304,12 @@ def run_experiment(o: ExperimentOptions) -> int:
 
 
 # The settings that decide the pool and so the records: one folder holds one pool.
-POOL_SETTINGS = ("model", "task", "judge", "pool_questions", "ratio", "max_new_tokens")
+POOL_SETTINGS = (
+    "model", "task", "judge", "pool_questions", "pool_samples", "pool_temperature", "ratio", "max_new_tokens",
+)  # fmt: skip
+# What may grow between reruns while no subset has been built from the pool (the first N questions, the first K
+# samples of each, are the same whatever N and K: the pool only gains answers).
+GROWABLE = ("pool_questions", "pool_samples")
 # A folder written before a setting existed ran at its default.
 _DEFAULTS = {f.name: f.default for f in fields(ExperimentOptions) if f.default is not MISSING}
 
@@ -304,6 +329,17 @@ def _check_same_plan(out: Path, o: ExperimentOptions) -> None:
             raise ValueError(f"{path}: damaged; remove it or use another --out") from None
         was = {k: earlier.get(k, _DEFAULTS.get(k)) for k in fixed}
         differ = {k: (was[k], v) for k, v in fixed.items() if was[k] != v}
+        grows = differ and all(k in GROWABLE and b > a for k, (a, b) in differ.items())
+        if grows and not any((out / "data").glob("size-*/nlft.jsonl")):
+            print(
+                "the pool grows: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in differ.items()), flush=True
+            )
+            differ = {}
+        elif grows:
+            raise ValueError(
+                f"{path}: the pool can grow only before subsets are built from it, and {out / 'data'} holds some "
+                "(runs may have trained on them); use another --out for a larger pool"
+            )
         if differ:
             raise ValueError(
                 f"{path}: this folder holds an experiment with other settings "
@@ -333,7 +369,8 @@ def _data(o: ExperimentOptions, out: Path) -> dict[int, list]:
         task.load("train", limit=o.pool_questions),
         pool,
         sampler=BackendOptions(model=o.model, batch_size=o.generation_batch, dtype=o.dtype, device=o.device),
-        settings=SamplingSettings(max_new_tokens=o.max_new_tokens),
+        settings=SamplingSettings(max_new_tokens=o.max_new_tokens, temperature=o.pool_temperature),
+        samples=o.pool_samples,
         judge=JudgeOptions(
             o.judge,
             model=None
@@ -595,7 +632,7 @@ def write_results(o: ExperimentOptions, out: Path, rows: list[dict[str, Any]]) -
 
 
 # Settings that must agree for two folders' rows to be one experiment's: all but the sizes and where it ran.
-MERGE_SAME = ("model", "task", "judge", "judge_model", "pool_questions", "ratio", "methods", "seeds", "epochs",
+MERGE_SAME = ("model", "task", "judge", "judge_model", "pool_questions", "pool_samples", "pool_temperature", "ratio", "methods", "seeds", "epochs",
               "learning_rate", "learning_rates", "test_questions", "batch_size", "train_args", "dtype",
               "max_new_tokens")  # fmt: skip
 
