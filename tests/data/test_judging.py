@@ -447,6 +447,8 @@ def test_ctrl_c_ends_an_api_judge_within_seconds_without_a_traceback(tmp_path, p
              "openai", "--model", "jm", "--base-url", server.url, "--timeout", "90", "--max-retries", "0",
              "--no-progress"],
             env={**os.environ, "OPENAI_API_KEY": KEY}, stderr=subprocess.PIPE, text=True,
+            # As a shell starts it: SIGINT at its default (a pytest-xdist worker ignores it, and children inherit that).
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )  # fmt: skip
         deadline = time.monotonic() + 60
         while not server.log and time.monotonic() < deadline:  # until a request is in flight
