@@ -206,6 +206,7 @@ def test_an_unknown_dtype_in_a_config_is_refused_before_the_run_folder_is_made(t
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_a_terminal_that_cannot_encode_a_character_gets_an_escape_not_a_crash(tmp_path):
     """Audit N-30: under PYTHONIOENCODING=ascii a record id with 'é' ended the command with exit 2 after its work."""
     import os

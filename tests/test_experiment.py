@@ -252,6 +252,7 @@ def test_train_args_cannot_change_what_a_cell_is(tmp_path, flag):
     ]
 
 
+@pytest.mark.slow
 def test_a_terminated_experiment_stops_its_training_child(tmp_path):
     """Audit N-8: `kill <experiment>` left its `nlft train` child running beside the rerun."""
     import os

@@ -429,6 +429,7 @@ def test_judgments_of_other_records_under_the_same_ids_are_not_resumed(tmp_path)
     judge_records(first, out, ArithmeticJudge(), progress=False)  # the same records resume as before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("presses", [1, 3])
 def test_ctrl_c_ends_an_api_judge_within_seconds_without_a_traceback(tmp_path, presses):
     """Audit N-7: Ctrl-C waited for the requests in flight (up to --timeout, 58 s against a dripping server), and a

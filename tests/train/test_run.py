@@ -13,6 +13,8 @@ from ..conftest import config
 
 STEPS = ("--max_steps", "4", "--save_strategy", "steps", "--save_steps", "2")
 
+pytestmark = pytest.mark.slow  # each trains a run and resumes it
+
 
 def test_a_second_training_into_a_live_run_is_refused_naming_its_pid(tmp_path):
     first = train(*config(tmp_path, *STEPS))
