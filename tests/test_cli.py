@@ -221,3 +221,19 @@ def test_a_terminal_that_cannot_encode_a_character_gets_an_escape_not_a_crash(tm
     )  # fmt: skip
     out = (proc.stdout + proc.stderr).decode("ascii")
     assert "codec can't encode" not in out and "caf\\xe9-1" in out
+
+
+def test_ctrl_c_while_the_command_loads_ends_without_a_traceback(monkeypatch, capsys):
+    """Audit N-28: a Ctrl-C reaching a child `nlft train` while it imported showed a KeyboardInterrupt traceback."""
+    import types
+
+    from nlft.__main__ import run
+
+    class Loading(types.ModuleType):
+        def __getattr__(self, name):
+            raise KeyboardInterrupt
+
+    monkeypatch.setitem(sys.modules, "nlft.cli", Loading("nlft.cli"))
+    with pytest.raises(SystemExit) as info:
+        run()
+    assert info.value.code == 130 and capsys.readouterr().err == "nlft: interrupted\n"

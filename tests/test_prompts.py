@@ -209,3 +209,18 @@ def test_a_template_placeholder_with_a_typo_is_refused(tmp_path):
     )
     with pytest.raises(ValueError, match=r"typo\.yaml: std\.user: unknown placeholder \{refrence\}"):
         TemplateSet.load(typo)
+
+
+def test_a_record_too_long_to_encode_is_named_by_file_and_line(tmp_path, tokenizer):
+    """Audit N-31: an over-long response was located as `<records> [id r1]`."""
+    import json
+
+    from nlft.prompts import RecordEncoder
+    from nlft.records import RecordError, load_records
+
+    path = tmp_path / "long.jsonl"
+    rows = [{"id": "ok", "question": "q", "response": "a", "reference": "#### 1"},
+            {"id": "r1", "question": "q", "response": "word " * 300, "reference": "#### 1"}]  # fmt: skip
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(RecordError, match=rf"{path}:line 2 \[id r1\]: field 'response'"):
+        RecordEncoder(tokenizer, max_length=64, on_overlong="error").encode_all(load_records(path))

@@ -215,3 +215,29 @@ def test_ids_with_terminal_controls_are_printed_escaped(tmp_path, capsys):
     for stream in (captured.out, captured.err):
         assert "\x1b" not in stream and "\x07" not in stream and "\r" not in stream
     assert "\\x1b[2J" in captured.out + captured.err
+
+
+def test_messages_say_what_is_wrong_with_links_whitespace_judgments_and_empty_files(tmp_path):
+    """Audit N-31 and old #27: a symlink loop was "no such file", a whitespace-only judgment "an empty string", and an
+    empty file "0 invalid records:" before "no usable records"."""
+    import pytest
+
+    from nlft.records import RecordError, load_records
+
+    (tmp_path / "loop1").symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(tmp_path / "loop1")
+    with pytest.raises(FileNotFoundError, match="a symbolic link loop"):
+        load_records(tmp_path / "loop1")
+    (tmp_path / "dangling.jsonl").symlink_to(tmp_path / "nothing.jsonl")
+    with pytest.raises(FileNotFoundError, match="a symbolic link to nothing"):
+        load_records(tmp_path / "dangling.jsonl")
+    blank = tmp_path / "ws.jsonl"
+    blank.write_text(
+        '{"id": "r1", "question": "q", "response": "a", "reference": "#### 1", "judgment": "   "}\n'
+    )
+    with pytest.raises(RecordError, match="holds only whitespace"):
+        load_records(blank)
+    assert (
+        str(RecordError([], hint="no usable records in x.jsonl (0 skipped)"))
+        == "no usable records in x.jsonl (0 skipped)"
+    )

@@ -9,6 +9,7 @@ anything is written: an output that is a folder, a symlink, or one of the comman
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -178,3 +179,20 @@ def check_replaceable(
         raise FileExistsError(
             f"{flag} {path}: holds {what} already; pass --overwrite to replace it, or another {flag}"
         )
+
+
+def check_same_inputs(rows: Mapping[str, Mapping[str, Any]], expected: Mapping[str, Mapping[str, Any]], out: Path,
+                      what: str) -> None:  # fmt: skip
+    """Refuse to resume a results file whose rows were made from other inputs under the same ids: for every id in
+    both, the fields of ``expected`` (the question's text, the record's response) must be the file's."""
+    for key, fields in expected.items():
+        row = rows.get(key)
+        if row is None:
+            continue
+        for name, value in fields.items():
+            if row.get(name) != value:
+                there, now = ascii(str(row.get(name)))[:60], ascii(str(value))[:60]  # escaped for a terminal
+                raise ValueError(
+                    f"{out} holds {what} of other inputs under the same ids ({key}: {name} {there} there, {now} "
+                    "now); choose another --out"
+                )

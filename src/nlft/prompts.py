@@ -389,14 +389,18 @@ class RecordEncoder:
         Over-long responses follow ``on_overlong``; other bad records are skipped only with ``skip_invalid``.
         """
         encoded, skipped, errors = [], [], []
+        source = (
+            getattr(records, "source", "") or "<records>"
+        )  # the file a RecordList was read from, and where
+        where = getattr(records, "locations", {})
         for record in records:
             try:
                 encoded.append(self.encode(record))
             except OverlongError as exc:
-                problem = Problem("<records>", "", "response", str(exc), record.id)
+                problem = Problem(source, where.get(record.id, ""), "response", str(exc), record.id)
                 (skipped if self.on_overlong == "skip" or skip_invalid else errors).append(problem)
             except ValueError as exc:
-                problem = Problem("<records>", "", None, str(exc), record.id)
+                problem = Problem(source, where.get(record.id, ""), None, str(exc), record.id)
                 (skipped if skip_invalid else errors).append(problem)
         if errors:
             raise RecordError(errors, hint="Fix or remove these records, or skip them (--skip-invalid).")

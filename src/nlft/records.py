@@ -120,7 +120,7 @@ class RecordError(ValueError):
         self.problems = list(problems)
         n = len(self.problems)
         head = f"{n} invalid record{'s' if n != 1 else ''}:" if n != 1 else "invalid record:"
-        lines = [head, *(f"  {p}" for p in self.problems[:200])]
+        lines = [head, *(f"  {p}" for p in self.problems[:200])] if n else []  # none: the hint says it all
         if n > 200:
             lines.append(f"  ... and {n - 200} more")
         if hint:
@@ -131,10 +131,17 @@ class RecordError(ValueError):
 class RecordList(list):
     """A list of loaded items that also remembers what was skipped (with ``skip_invalid=True``)."""
 
-    def __init__(self, items: Iterable[Any] = (), skipped: list[Problem] | None = None, source: str = ""):
+    def __init__(
+        self,
+        items: Iterable[Any] = (),
+        skipped: list[Problem] | None = None,
+        source: str = "",
+        locations: dict[str, str] | None = None,
+    ):
         super().__init__(items)
         self.skipped: list[Problem] = skipped or []
         self.source = source
+        self.locations: dict[str, str] = locations or {}  # each item's place in the source ("line 3"), by id
 
 
 @dataclass
@@ -276,6 +283,15 @@ def iter_rows(
             yield from _iter_json(path)
             return
         raise ValueError(f"{path}: unsupported file type '{suffix or path.name}' (expected .json or .jsonl)")
+    if path.is_symlink() and not path.exists():  # audit N-31: a loop or a dangling link is not "no such file"
+        try:
+            path.resolve(strict=True)
+            why = "a symbolic link to nothing"
+        except RuntimeError:
+            why = "a symbolic link loop"
+        except OSError as exc:
+            why = "a symbolic link loop" if exc.errno == 40 else "a symbolic link to nothing"
+        raise FileNotFoundError(f"{path}: {why}")
     looks_local = path.suffix or str(source).startswith(("/", ".", "~")) or str(source).count("/") > 1
     if looks_local and not path.exists():
         # Looks like a file (a suffix, a path): a typo is said at once, not looked up on the hub.
@@ -390,7 +406,8 @@ def validate_record(row: Row, *, require_reference: bool = True) -> tuple[Record
         if not isinstance(j, str):
             v.problem("judgment", f"must be a string or null, got {type(j).__name__} ({_short(j)})")
         elif not j.strip():
-            v.problem("judgment", "is an empty string; use null for a correct response")
+            what = "is an empty string" if not j else "holds only whitespace"
+            v.problem("judgment", f"{what}; use null for a correct response")
         else:
             judgment = j
     correct = data.get("correct")
@@ -465,7 +482,7 @@ def _collect(
         raise RecordError(
             problems, hint=f"Fix the {what} above, or pass --skip-invalid to skip them and go on."
         )
-    return RecordList(items, skipped=problems, source=source)
+    return RecordList(items, skipped=problems, source=source, locations=first_seen)
 
 
 def load_records(

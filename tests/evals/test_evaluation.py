@@ -665,3 +665,24 @@ def test_a_settings_json_that_is_not_an_object_is_an_error_naming_it(tmp_path, c
         evaluate(ScriptedBackend(lambda k, s: "#### 1"), PaperProtocol(), questions([1]), tmp_path, EvalSettings(),
                  progress=False)  # fmt: skip
     assert str(tmp_path / "settings.json") in str(info.value)
+
+
+def test_results_of_other_questions_under_the_same_ids_are_not_resumed(tmp_path):
+    """A question file changed under the same path and ids: its old answers are not taken for the new questions."""
+    first = questions([1, 2])
+    evaluate(
+        ScriptedBackend(lambda k, s: "#### 1"),
+        PaperProtocol(),
+        first,
+        tmp_path,
+        EvalSettings(),
+        progress=False,
+    )
+    changed = EvalData(
+        "mem", "mem", [Question(q.id, q.question + " (changed)", q.reference) for q in first.questions]
+    )
+    before = (tmp_path / "items.jsonl").read_bytes()
+    with pytest.raises(ValueError, match="evaluation items of other inputs under the same ids"):
+        evaluate(ScriptedBackend(lambda k, s: "#### 1"), PaperProtocol(), changed, tmp_path, EvalSettings(),
+                 progress=False)  # fmt: skip
+    assert (tmp_path / "items.jsonl").read_bytes() == before

@@ -289,7 +289,9 @@ def test_odd_lengths_and_chunked_bodies_are_read_as_http_says(run, server):
     host = f"Host: 127.0.0.1:{srv.server_address[1]}\r\nX-Nlft-Token: {srv.token}\r\n"
     answer = _raw(srv, b"POST /api/reweight HTTP/1.1\r\n" + host.encode() + b"Content-Type: application/json\r\n"
                   b"Content-Length: -1\r\nConnection: close\r\n\r\n{}")  # fmt: skip
-    assert answer.startswith(b"HTTP/1.1 200") or answer.startswith(b"HTTP/1.1 400"), answer[:80]
+    assert answer.startswith(b"HTTP/1.1 400") and b"not a number of bytes" in answer, answer[
+        :200
+    ]  # audit N-37
     body = json.dumps({"step": 1, "settings": {"threshold": 0.3}}).encode()
     chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
     answer = _raw(srv, b"POST /api/reweight HTTP/1.1\r\n" + host.encode() + b"Content-Type: application/json\r\n"
@@ -378,3 +380,17 @@ def test_only_a_run_folder_is_served_and_never_its_dot_files(tmp_path, run, serv
     srv = server(run)
     assert request(srv, "GET", "/files/.secret")[0] == 403
     assert request(srv, "GET", "/files/run.json")[0] == 200
+
+
+def test_a_body_too_large_is_413_whether_declared_or_chunked(run, server):
+    """Audit N-37: a 10 MB Content-Length got 500 (a 413 inside), a 10 MB chunked body 400 "not valid JSON"."""
+    srv = server(run)
+    head = (f"POST /api/reweight HTTP/1.1\r\nHost: 127.0.0.1:{srv.server_address[1]}\r\nX-Nlft-Token: {srv.token}\r\n"
+            "Content-Type: application/json\r\nConnection: close\r\n").encode()  # fmt: skip
+    answer = _raw(srv, head + b"Content-Length: 10485760\r\n\r\n{}")
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:120]
+    piece = b"x" * 65536
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for _ in range(4)) + b"0\r\n\r\n"
+    answer = _raw(srv, head + b"Transfer-Encoding: chunked\r\n\r\n" + chunked)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:120]
+    assert request(srv, "GET", "/api/snapshots")[0] == 200  # still serving

@@ -158,3 +158,28 @@ def test_a_bad_schedule_is_refused_naming_the_entry(tmp_path):
         load_schedule(str(tmp_path / "missing.json"))
     with pytest.raises(ValueError, match="entry 1: step"):
         config(tmp_path, "--weighting_schedule", '[{"step": 0, "settings": {}}]')
+
+
+def test_a_trainer_that_died_unreaped_is_not_training(tmp_path):
+    """Audit N-32: in the second after the trainer died (a zombie), apply answered 200 and nothing applied it."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from nlft.train.live import training_status
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # exited, and not reaped: we have not waited for it
+        with open(f"/proc/{child.pid}/stat") as fh:
+            if fh.read().rsplit(")", 1)[-1].split()[0] == "Z":
+                break
+        time.sleep(0.05)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / STATUS_FILE).write_text(
+        json.dumps({"training": True, "pid": child.pid, "host": socket.gethostname()})
+    )
+    assert training_status(run) is None
+    child.wait()

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import resource_path
-from ..files import check_output_file, read_yaml
+from ..files import check_output_file, check_same_inputs, read_yaml
 from ..jsonl import AppendLog
 from ..models.generation import BackendOptions, Request, SamplingSettings, describe_backend, make_backend
 from ..options import POSITIVE, opt
@@ -33,7 +33,7 @@ from ..prompts import TemplateSet, chat_messages, fill
 from ..records import Record, load_records
 from ..tasks.answers import RULES
 from .arithmetic import judge_response
-from .sampling import check_same_inputs, check_same_settings, progress_bar
+from .sampling import check_same_settings, progress_bar
 
 JUDGE_BACKENDS = ("arithmetic", "openai", "hf")
 BUILTIN_JUDGE_PROMPTS = ("math",)

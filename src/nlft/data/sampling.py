@@ -154,25 +154,6 @@ def check_same_settings(
         )
 
 
-def check_same_inputs(rows: Mapping[str, Mapping[str, Any]], expected: Mapping[str, Mapping[str, Any]], out: Path,
-                      what: str) -> None:  # fmt: skip
-    """Refuse to resume a results file whose rows were made from other inputs under the same ids: for every id in
-    both, the fields of ``expected`` (the question's text, the record's response) must be the file's."""
-    for key, fields in expected.items():
-        row = rows.get(key)
-        if row is None:
-            continue
-        for name, value in fields.items():
-            if row.get(name) != value:
-                from ..console import printable
-
-                there = printable(str(row.get(name)))[:60]
-                raise ValueError(
-                    f"{out} holds {what} of other inputs under the same ids ({key}: {name} {there!r} there, "
-                    f"{printable(str(value))[:60]!r} now); choose another --out"
-                )
-
-
 def sample_stamp(
     provenance: dict[str, Any],
     settings: SamplingSettings,
@@ -342,6 +323,8 @@ def sample_questions(
     with AppendLog(out) as log:
         first = next(iter(log.rows()), None)
         check_same_settings(first, stamp, out, "samples")
+        from ..files import check_same_inputs
+
         check_same_inputs(
             {row["id"]: row for row in log.rows()},
             {key: {"question": q.question} for key, (q, _, _) in by_key.items()},

@@ -198,6 +198,18 @@ def evaluate(
     generated = failed = 0
     errors: list[str] = []
     with AppendLog(out / ITEMS_FILE, key="key") as log:
+        from ..files import check_same_inputs
+
+        check_same_inputs(  # the same ids, but other questions (the file at that path changed): not resumed
+            {row["key"]: row for row in log.rows()},
+            {
+                item_key(p.question.id, seed): {"question": p.question.question}
+                for seed in seeds
+                for p in prompted
+            },
+            out / ITEMS_FILE,
+            "evaluation items",
+        )
         resumed = sum(1 for k in keys if k in log)
         done_rows = [log.get(k) for k in keys if k in log]
         rules = data.task.rules

@@ -404,9 +404,17 @@ class StudioApp:
         return hmac.compare_digest(given.encode(), self.token.encode())
 
     def _body(self, request) -> dict:
+        from werkzeug.exceptions import RequestEntityTooLarge
+
         if (request.mimetype or "").lower() != "application/json":
             raise BadRequest("send JSON with Content-Type: application/json")
-        body = parse_json_body(request.get_data(cache=False))
+        length = request.headers.get("Content-Length")
+        if length is not None and not length.strip().isdigit():
+            raise BadRequest(f"Content-Length {length!r}: not a number of bytes")
+        data = request.get_data(cache=False)  # a declared length over MAX_BODY: 413 from Werkzeug
+        if len(data) >= MAX_BODY:  # a chunked body is cut at the limit: one that reaches it was longer
+            raise RequestEntityTooLarge(f"a request body is at most {MAX_BODY} bytes")
+        body = parse_json_body(data)
         if not isinstance(body, dict):
             raise BadRequest('send {"step": N, "settings": {...}}')
         return body
@@ -425,6 +433,8 @@ class StudioApp:
         return response(environ, start_response)
 
     def dispatch(self, request):
+        from werkzeug.exceptions import HTTPException
+
         if not self._host_ok(request):
             return self._error(HTTPStatus.FORBIDDEN, "unexpected Host header")
         if request.path not in ("/", "/index.html", "/studio.js", "/favicon.ico") and not self._token_ok(
@@ -439,6 +449,8 @@ class StudioApp:
             if request.method == "POST":
                 return self._post(request)
             return self._error(HTTPStatus.METHOD_NOT_ALLOWED, f"{request.method} is not served here")
+        except HTTPException:
+            raise  # Werkzeug's own (413 for a body too large): answered with its status by __call__
         except BadRequest as exc:
             return self._error(HTTPStatus.BAD_REQUEST, str(exc))
         except PermissionError as exc:

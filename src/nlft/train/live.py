@@ -267,14 +267,26 @@ def training_status(run_dir: Path) -> dict | None:
         return None
     if status.get("host") == socket.gethostname():
         try:
-            os.kill(int(status.get("pid", -1)), 0)
+            pid = int(status.get("pid", -1))
+            os.kill(pid, 0)
         except (ProcessLookupError, ValueError, OverflowError):
             return None
         except PermissionError:
             pass  # alive, another user's
+        if _zombie(pid):
+            return None  # dead, not yet reaped by its parent: it will never read a request
     elif time.time() - float(status.get("updated", 0)) > STALE_SECONDS:
         return None
     return status
+
+
+def _zombie(pid: int) -> bool:
+    """Whether ``pid`` has exited but not been reaped (Linux: state Z in /proc); False where that cannot be told."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            return fh.read().rsplit(")", 1)[-1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
 
 
 class StudioLock:
