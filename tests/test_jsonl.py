@@ -117,3 +117,24 @@ def test_a_second_writer_is_refused_naming_the_first_and_exact_duplicates_are_dr
     path.write_text('{"id": "a", "v": 1}\n{"id": "a", "v": 2}\n')
     with pytest.raises(ValueError, match="twice with different content"):
         AppendLog(path)
+
+
+def test_a_full_disk_while_appending_names_the_file(tmp_path, monkeypatch):
+    """Audit N-27: ENOSPC while sample/judge/eval appended said `[Errno 28] No space left on device`, no file."""
+    import errno
+    import os
+
+    import pytest
+
+    from nlft.jsonl import AppendLog
+
+    path = tmp_path / "items.jsonl"
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with AppendLog(path) as log:
+        monkeypatch.setattr(os, "fsync", full)
+        with pytest.raises(OSError, match=rf"{path}: No space left on device; free space and rerun") as info:
+            log.append({"id": "a"})
+    assert info.value.errno == errno.ENOSPC
