@@ -208,6 +208,21 @@ class DFTMethod(SFTMethod):
         return config
 
 
+def check_rollouts(settings, prefix: str, *, least: int, why: str = "") -> None:
+    """The rollout settings every on-policy method has (``<prefix>_num_generations``, ``_max_completion_length``,
+    ``_temperature``), checked alike."""
+    generations = getattr(settings, f"{prefix}_num_generations")
+    length = getattr(settings, f"{prefix}_max_completion_length")
+    temperature = getattr(settings, f"{prefix}_temperature")
+    if generations < least:
+        reason = f" ({why})" if why else ""
+        raise ValueError(f"--{prefix}_num_generations must be at least {least}{reason}, got {generations}")
+    if length < 1:
+        raise ValueError(f"--{prefix}_max_completion_length must be at least 1, got {length}")
+    if not temperature > 0:
+        raise ValueError(f"--{prefix}_temperature must be above 0, got {temperature}")
+
+
 @dataclass
 class GRPOSettings:
     """``--method grpo``: the RL baseline's own settings. The defaults are trl's ``GRPOConfig`` defaults, except the
@@ -237,16 +252,7 @@ class GRPOSettings:
     )
 
     def __post_init__(self) -> None:
-        if self.grpo_num_generations < 2:
-            raise ValueError(
-                f"--grpo_num_generations must be at least 2 (GRPO compares a group), got {self.grpo_num_generations}"
-            )
-        if self.grpo_max_completion_length < 1:
-            raise ValueError(
-                f"--grpo_max_completion_length must be at least 1, got {self.grpo_max_completion_length}"
-            )
-        if not self.grpo_temperature > 0:
-            raise ValueError(f"--grpo_temperature must be above 0, got {self.grpo_temperature}")
+        check_rollouts(self, "grpo", least=2, why="GRPO compares a group")
         if self.grpo_beta < 0 or self.grpo_warmup_epochs < 0:
             raise ValueError("--grpo_beta and --grpo_warmup_epochs must be at least 0")
 
@@ -461,35 +467,22 @@ class SDFTSettings:
     )
 
     def __post_init__(self) -> None:
-        if self.sdft_num_generations < 1 or self.sdft_max_completion_length < 1:
-            raise ValueError("--sdft_num_generations and --sdft_max_completion_length must be at least 1")
-        if not self.sdft_temperature > 0:
-            raise ValueError(f"--sdft_temperature must be above 0, got {self.sdft_temperature}")
+        check_rollouts(self, "sdft", least=1)
         if self.sdft_teacher not in ("base", "live", "ema"):
             raise ValueError(f"--sdft_teacher must be base, live or ema, not {self.sdft_teacher!r}")
 
 
 def sdft_rows(job: TrainingJob) -> list[dict[str, str]]:
     """One row per question: the X_base prompt (the student's) and the X_std prompt (the teacher's, whole: trl's
-    ``teacher_prompt_template`` is set to ``{privileged_context}``), both as text that tokenizes to NLFT's ids."""
-    from ..prompts import RecordEncoder
-
-    encoder = RecordEncoder(
-        job.tokenizer, job.data.templates, max_length=job.data.max_length,
-        chat_template=job.data.chat_template, eos_token=job.data.eos_token,
-    )  # fmt: skip
-    rows = []
-    for record, text in questions_of(job, "sdft"):
-        std_ids = record.prompt_ids.get("std") or encoder.renderer.prompt_ids(
-            *encoder.templates.messages("std", text)
-        )
-        rows.append(
-            {
-                "prompt": prompt_text(job, record.prompt_ids["base"], "sdft", text.id),
-                "privileged_context": prompt_text(job, std_ids, "sdft", text.id),
-            }
-        )
-    return rows
+    ``teacher_prompt_template`` is set to ``{privileged_context}``), both as text that tokenizes to NLFT's ids.
+    Every encoded record has both prompts already."""
+    return [
+        {
+            "prompt": prompt_text(job, record.prompt_ids["base"], "sdft", text.id),
+            "privileged_context": prompt_text(job, record.prompt_ids["std"], "sdft", text.id),
+        }
+        for record, text in questions_of(job, "sdft")
+    ]
 
 
 class SDFTMethod(Method):
@@ -550,15 +543,7 @@ class SDPOSettings:
     )
 
     def __post_init__(self) -> None:
-        if self.sdpo_num_generations < 2:
-            raise ValueError(
-                f"--sdpo_num_generations must be at least 2 (a successful sibling is the teacher's demonstration), "
-                f"got {self.sdpo_num_generations}"
-            )
-        if self.sdpo_max_completion_length < 1:
-            raise ValueError("--sdpo_max_completion_length must be at least 1")
-        if not self.sdpo_temperature > 0:
-            raise ValueError(f"--sdpo_temperature must be above 0, got {self.sdpo_temperature}")
+        check_rollouts(self, "sdpo", least=2, why="a successful sibling is the teacher's demonstration")
         if "{feedback_raw}" not in self.sdpo_feedback_template:
             raise ValueError("--sdpo_feedback_template must contain {feedback_raw} (where the judgment goes)")
 
