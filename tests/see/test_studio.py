@@ -394,3 +394,12 @@ def test_a_body_too_large_is_413_whether_declared_or_chunked(run, server):
     answer = _raw(srv, head + b"Transfer-Encoding: chunked\r\n\r\n" + chunked)
     assert answer.startswith(b"HTTP/1.1 413"), answer[:120]
     assert request(srv, "GET", "/api/snapshots")[0] == 200  # still serving
+
+
+def test_a_run_folder_whose_parent_is_missing_is_a_typo_not_a_wait(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nor a folder"):
+        Studio(tmp_path / "no-such" / "run")
+    assert (
+        Studio(tmp_path / "run-to-be").run_dir == (tmp_path / "run-to-be").resolve()
+    )  # a run about to begin
+    assert not (tmp_path / "run-to-be").exists()  # waited for, never made

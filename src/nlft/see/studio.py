@@ -127,6 +127,10 @@ class Studio:
         self.run_dir = Path(run_dir).resolve()
         if self.run_dir.exists() and not self.run_dir.is_dir():
             raise NotADirectoryError(f"{run_dir}: not a folder; name a run folder (nlft train --output_dir)")
+        if not self.run_dir.exists() and not self.run_dir.parent.is_dir():
+            raise FileNotFoundError(
+                f"{run_dir}: no such run folder, nor a folder {self.run_dir.parent} for a run to begin in (a typo?)"
+            )
         # A run folder, or one a run is about to write (missing or empty: nothing to serve until run.json is
         # there). Any other folder (a home directory, a project) is refused: the studio serves only a run.
         if self.run_dir.is_dir() and any(self.run_dir.iterdir()) and not (self.run_dir / RUN_FILE).is_file():
@@ -609,6 +613,8 @@ def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8765, open_b
     url = server_url(server)
     steps = server.studio.steps()
     print(f"nlft studio: {server.studio.run_dir}")
+    if not server.studio.run_dir.exists():
+        print("  the run has not begun: waiting for nlft train to write it (--output_dir here)")
     print(
         f"  {len(steps)} snapshots so far (newest: step {steps[-1]})"
         if steps
