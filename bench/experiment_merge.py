@@ -1,4 +1,9 @@
-"""One results table and plot from experiment folders that ran the same plan at different sizes.
+"""One results table and plot from experiment folders, or chunks, that ran parts of the same plan.
+
+Chunks (results.json files that keep their cells: every run's figures and per-question outcomes) may each have
+run any sizes, seeds and methods of one plan; ``nlft.experiment.merge_chunks`` joins them, refusing other
+settings, a base model that answered otherwise, a method at two rates, or a cell twice. Older results.json files
+(rows only) are joined by size with ``merge_results``:
 
 The committed mini grid ran 25/50/100 records in one folder and 200 in another (the first folder was on an earlier
 machine). Both sampled the same pool (the same model, questions, seed and judge), so their nested subsets are the
@@ -18,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from nlft.experiment import merge_results, write_results
+from nlft.experiment import merge_chunks, merge_results, write_results
 from nlft.jsonl import atomic_write_bytes
 
 
@@ -46,9 +51,11 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="prefix: writes PREFIX.md, .csv, .json and .png")
     args = parser.parse_args()
     try:
-        options, rows = merge_results([load(p) for p in args.inputs])
+        inputs = [load(p) for p in args.inputs]
+        merge = merge_chunks if all("cells" in data for data in inputs) else merge_results
+        options, collected = merge(inputs)
         with tempfile.TemporaryDirectory() as tmp:
-            written = write_results(options, Path(tmp), rows)
+            written = write_results(options, Path(tmp), collected)
             for kind, path in written.items():
                 target = Path(f"{args.out}.{kind}")
                 atomic_write_bytes(target, path.read_bytes())  # replaces a link, never writes through it

@@ -29,6 +29,25 @@ def test_nested_subsets_keep_the_ratio_and_grow_by_prefixes():
         nested_subsets(pool, [60], (2, 1), seed=0)
 
 
+def test_nested_subsets_cover_distinct_questions_before_a_second_answer_to_any():
+    # 8 questions answered 3 times each, every answer correct: a set of 8 takes one answer of each question.
+    pool = [
+        Record(id=f"q{q}-s{k}", question=f"question {q}", response="r", reference="r", correct=True,
+               extra={"question_id": f"q{q}"})
+        for q in range(8) for k in range(3)
+    ]  # fmt: skip
+    pool += [
+        Record(id=f"w{q}-s{k}", question=f"question {q}", response="r", reference="r", judgment="j",
+               correct=False, extra={"question_id": f"q{q}"})
+        for q in range(4) for k in range(3)
+    ]  # fmt: skip
+    subsets = nested_subsets(pool, [12, 18], (2, 1), seed=0)
+    small = subsets[12]
+    assert sorted(r.extra["question_id"] for r in small if r.is_correct) == [f"q{q}" for q in range(8)]
+    assert sorted(r.extra["question_id"] for r in small if not r.is_correct) == [f"q{q}" for q in range(4)]
+    assert {r.id for r in small} <= {r.id for r in subsets[18]}
+
+
 @pytest.mark.slow
 def test_the_experiment_runs_resumes_and_reports_what_the_cells_measured(tmp_path, capsys):
     options = dict(
@@ -147,13 +166,14 @@ def test_results_of_two_folders_merge_into_one_experiment_and_other_pools_are_re
         return {"options": {**options, **changed}, "rows": rows}
 
     small, large = results([25, 50]), results([200], out="elsewhere", device="cpu")
-    options, rows = merge_results([large, small])
+    options, collected = merge_results([large, small])
+    rows = collected.rows
     assert options.sizes == [25, 50, 200] and options.methods == ["nlft", "sft"]
     assert [(r["size"], r["method"]) for r in rows] == [
         (s, m) for s in (25, 50, 200) for m in ("nlft", "sft")
     ]
     assert rows[-1]["accuracy"] == [0.3 + 0.2 + 0.01]  # the 200 sft row, untouched
-    table = write_results(options, tmp_path, rows)["md"].read_text()
+    table = write_results(options, tmp_path, collected)["md"].read_text()
     assert "| 200 | sft | 1 | 51.0 |" in table and "| 25 | nlft | 1 | 32.5 |" in table
     with pytest.raises(ValueError, match="input 2: settings other than input 1's: pool_questions"):
         merge_results([small, results([200], pool_questions=999)])
@@ -185,7 +205,7 @@ def test_the_length_reaches_every_training_run_and_fixes_the_pool(tmp_path, monk
     calls = []
     monkeypatch.setattr(experiment, "run_child", lambda argv: calls.append(argv) or 0)
     o = ExperimentOptions(out=str(tmp_path), max_new_tokens=77, train_args=["--grpo_num_generations", "2"])
-    _train_cell(o, tmp_path, Cell("grpo", 3, 0), records=[])
+    _train_cell(o, tmp_path, Cell("grpo", 3, 0))
     argv = calls[0]
     assert argv[argv.index("--grpo_max_completion_length") + 1] == "77"
     assert argv[-2:] == ["--grpo_num_generations", "2"]  # the user's train_args come last and win
@@ -317,3 +337,111 @@ def test_the_pool_can_grow_before_subsets_are_built_and_its_sampling_is_part_of_
     with pytest.raises(RuntimeError, match="stop here"):
         _data(ExperimentOptions(out=str(out), pool_questions=7, pool_samples=3, pool_temperature=0.5), out)
     assert seen == {"n": 7, "samples": 3, "temperature": 0.5}
+
+
+def test_the_rate_with_the_best_held_out_accuracy_is_chosen_and_a_tie_goes_to_the_smaller():
+    from nlft.experiment import choose_rate
+
+    assert choose_rate({"0.0002": 0.05, "0.0006": 0.09, "0.002": 0.07}) == 0.0006
+    assert choose_rate({"0.0002": 0.08, "0.0006": 0.08, "0.002": 0.01}) == 0.0002
+
+
+@pytest.mark.slow
+def test_rates_are_tuned_on_held_out_train_questions_and_the_grid_trains_at_the_chosen_rate(tmp_path):
+    import yaml
+
+    from nlft.experiment import held_out_questions
+
+    options = dict(
+        out=str(tmp_path / "exp"), pool_questions=24, sizes=[3], methods=["sft"], seeds=[0], epochs=1,
+        test_questions=6, batch_size=3, device="cpu", progress=False, tune_rates=[1e-5, 3e-3], tune_size=3,
+        tune_questions=5, eval_epochs="last",
+    )  # fmt: skip
+    o = ExperimentOptions(**options)
+    assert run_experiment(o) == 0
+    out = tmp_path / "exp"
+    rates = json.loads((out / "tuning" / "rates.json").read_text())
+    held_out = [json.loads(x)["id"] for x in (out / "tuning" / "held-out.jsonl").read_text().splitlines()]
+    assert held_out == [
+        f"mini-math-train-{i:05d}" for i in range(19995, 20000)
+    ]  # the split's last, not the pool's
+    assert [q.id for q in held_out_questions(o)] == held_out
+    scores = {}
+    for rate in ("1e-05", "0.003"):
+        run = out / "tuning" / f"sft-3-s0-lr{rate}"
+        summary = json.loads((run / "eval" / "paper-held-out" / "summary.json").read_text())
+        assert summary["questions"] == 5
+        scores[rate] = summary["accuracy"]["authors"]
+        assert yaml.safe_load((run / "config.yaml").read_text())["learning_rate"] == float(rate)
+    assert rates["methods"]["sft"]["accuracy"] == scores
+    chosen = rates["methods"]["sft"]["chosen"]
+    assert chosen == (3e-3 if scores["0.003"] > scores["1e-05"] else 1e-5)
+    # The grid's cell trained at the chosen rate; only its last epoch was evaluated.
+    cell = out / "runs" / "sft-3-s0"
+    assert yaml.safe_load((cell / "config.yaml").read_text())["learning_rate"] == chosen
+    assert [p.name for p in (cell / "eval").iterdir()] == ["paper-mini-math-test"]
+    result = json.loads((out / "results.json").read_text())
+    assert result["cells"][0]["learning_rate"] == chosen
+    item_rows = [
+        json.loads(x)
+        for x in (cell / "eval" / "paper-mini-math-test" / "items.jsonl").read_text().splitlines()
+    ]
+    item_rows.sort(key=lambda r: r["id"])
+    assert result["cells"][0]["outcomes"]["authors"] == "".join(
+        "1" if r["correct"]["authors"] else "0" for r in item_rows
+    )
+    assert result["base"]["question_ids"] == [r["id"] for r in item_rows]
+    table = (out / "results.md").read_text()
+    assert "Learning rate per method" in table and "What the test answers look like" in table
+    # A rerun with other tuning settings is refused, naming the file.
+    with pytest.raises(ValueError, match="rates.json: rates tuned with other settings"):
+        run_experiment(ExperimentOptions(**{**options, "tune_rates": [1e-5, 1e-3]}))
+
+
+def _chunk(cells, base="0101", **changed):
+    from dataclasses import asdict
+
+    options = asdict(ExperimentOptions(out="x", methods=["nlft", "sft"], seeds=[0], epochs=1, sizes=[25]))
+    outcomes = {"authors": base, "strict": base, "flexible": base, "formatted": "1111", "truncated": "0000",
+                "chars": "10 20 30 40", "verdict": "cccc"}  # fmt: skip
+    found = []
+    for method, size, seed, rate, authors in cells:
+        found.append(
+            {
+                "name": f"{method}-{size}-s{seed}", "method": method, "size": size, "seed": seed,
+                "learning_rate": rate, "epochs": {"1": {"authors": authors.count("1") / 4, "strict": 0.0,
+                                                         "flexible": 0.0}},
+                "seconds_per_record_epoch": 0.1, "seconds_per_epoch": 1.0, "peak_memory_mb": 800.0,
+                "tokens_generated_per_record_epoch": 0.0,
+                "outcomes": {**outcomes, "authors": authors},
+            }
+        )  # fmt: skip
+    return {
+        "options": {**options, **changed}, "rows": [], "cells": found, "tuning": {},
+        "base": {"accuracy": {"authors": 0.5}, "outcomes": outcomes, "question_ids": ["a", "b", "c", "d"]},
+    }  # fmt: skip
+
+
+def test_chunks_of_methods_and_seeds_merge_into_one_grid_and_conflicts_are_refused(tmp_path):
+    from nlft.experiment import merge_chunks, write_results
+
+    first = _chunk([("nlft", 25, 0, 5e-4, "1111"), ("sft", 25, 0, 2e-4, "0001")])
+    second = _chunk([("nlft", 25, 1, 5e-4, "1110"), ("sft", 25, 1, 2e-4, "0011"), ("nlft", 50, 0, 5e-4, "1111")],
+                    out="elsewhere")  # fmt: skip
+    options, collected = merge_chunks([first, second])
+    assert options.seeds == [0, 1] and options.sizes == [25, 50] and options.methods == ["nlft", "sft"]
+    assert options.rate("sft") == 2e-4
+    row = next(r for r in collected.rows if r["size"] == 25 and r["method"] == "nlft")
+    assert row["accuracy"] == [1.0, 0.75] and row["seed_ids"] == [0, 1]
+    paths = write_results(options, tmp_path, collected)
+    table = paths["md"].read_text()
+    # NLFT - SFT over seeds 0 and 1: (4 - 1) + (3 - 2) right answers of 8 = +50.0 points
+    assert "| 25 | sft | 2 | 4 | +50.0 |" in table
+    with pytest.raises(ValueError, match="input 2: nlft-25-s0 is in an earlier input"):
+        merge_chunks([first, _chunk([("nlft", 25, 0, 5e-4, "1111")])])
+    with pytest.raises(ValueError, match="sft-25-s1 trained at rate 0.001"):
+        merge_chunks([first, _chunk([("sft", 25, 1, 1e-3, "1111")])])
+    with pytest.raises(ValueError, match="answered the test questions otherwise"):
+        merge_chunks([first, _chunk([("sft", 25, 1, 2e-4, "1111")], base="0111")])
+    with pytest.raises(ValueError, match="settings other than input 1's: pool_samples"):
+        merge_chunks([first, _chunk([("sft", 25, 1, 2e-4, "1111")], pool_samples=4, pool_temperature=0.7)])
