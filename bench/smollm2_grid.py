@@ -87,6 +87,25 @@ def save_state(out: Path) -> None:
         if source.is_file():
             (STATE / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, STATE / name)
+    pool = out / "pool" / "judged.jsonl"
+    if pool.is_file():  # the pool itself (3.7 MB) stays out of git: what it held, and its checksum
+        (STATE / "pool.json").write_text(json.dumps(pool_summary(pool), indent=1) + "\n", encoding="utf-8")
+
+
+def pool_summary(path: Path) -> dict:
+    import hashlib
+
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    correct = [r for r in rows if r.get("correct")]
+    return {
+        "answers": len(rows),
+        "questions": len({r["question_id"] for r in rows}),
+        "correct": len(correct),
+        "questions_with_a_correct_answer": len({r["question_id"] for r in correct}),
+        "wrong_with_a_judgment": sum(1 for r in rows if not r.get("correct") and r.get("judgment")),
+        "cut_off_by_the_token_limit": sum(1 for r in rows if r.get("finish_reason") == "length"),
+        "sha256_of_judged_jsonl": hashlib.sha256(path.read_bytes()).hexdigest(),
+    }
 
 
 def estimate(sizes: list[int], seeds: list[int], methods: list[str], cfg: dict) -> str:

@@ -52,7 +52,10 @@ def test_the_shipped_smollm2_config_plans_the_whole_grid_with_rates_tuned_first(
         main(["experiment", "--config", str(config), "--out", str(tmp_path / "exp"), "--dry-run"])
     assert done.value.code == 0
     plan = capsys.readouterr().out
-    assert "8 methods (nlft, sft, rft, sft-gold, dft, sdft, sdpo, grpo) x 3 sizes (25, 50, 100) x 3 seeds" in plan
+    assert (
+        "8 methods (nlft, sft, rft, sft-gold, dft, sdft, sdpo, grpo) x 3 sizes (25, 50, 100) x 3 seeds"
+        in plan
+    )
     assert "500 train questions answered 4 times each at temperature 0.7" in plan
     assert "72 runs x 1 evaluated epoch + the base model, 500 questions each" in plan
     assert "at rates 0.0002, 0.0006, 0.002: 24 runs on 25 records (seed 0)" in plan

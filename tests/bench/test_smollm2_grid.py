@@ -1,0 +1,59 @@
+"""bench/smollm2_grid.py: its chunks cover the configured grid once, restoring never replaces a file, and the
+committed grid is exactly what merging the committed chunks writes."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def grid():
+    spec = importlib.util.spec_from_file_location("smollm2_grid", ROOT / "bench" / "smollm2_grid.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["smollm2_grid"] = module
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop("smollm2_grid", None)
+
+
+def test_the_planned_chunks_cover_every_cell_of_the_config_once(grid):
+    cfg = grid.config()
+    planned = [
+        f"{m}-{n}-s{s}" for sizes, methods in grid.PLAN for n in sizes for s in cfg["seeds"] for m in methods
+    ]
+    assert sorted(planned) == sorted(grid.options_cells(cfg))
+    assert len(planned) == len(set(planned)) == 72
+    # The paper's claim first: sizes 25 and 50 of nlft, sft, rft and sft-gold are the first four chunks.
+    assert grid.PLAN[:4] == [([25], ["nlft", "sft"]), ([25], ["rft", "sft-gold"]), ([50], ["nlft", "sft"]),
+                             ([50], ["rft", "sft-gold"])]  # fmt: skip
+
+
+def test_restore_copies_what_is_missing_and_never_replaces_a_file(grid, tmp_path, monkeypatch):
+    state = tmp_path / "state"
+    (state / "data" / "size-25").mkdir(parents=True)
+    (state / "data" / "size-25" / "nlft.jsonl").write_text("committed\n")
+    (state / "experiment.json").write_text("{}\n")
+    monkeypatch.setattr(grid, "STATE", state)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "experiment.json").write_text("mine\n")
+    assert grid.restore(out) == ["data/size-25/nlft.jsonl"]
+    assert (out / "experiment.json").read_text() == "mine\n"
+    assert (out / "data" / "size-25" / "nlft.jsonl").read_text() == "committed\n"
+
+
+def test_the_committed_grid_is_what_the_committed_chunks_merge_into(grid, tmp_path, monkeypatch):
+    if not grid.chunk_files():
+        pytest.skip("no chunk of the SmolLM2 grid is committed yet")
+    committed = Path(f"{grid.GRID}.md").read_text(encoding="utf-8")
+    monkeypatch.setattr(grid, "GRID", tmp_path / "grid")
+    assert grid.merge(None) == 0
+    assert (tmp_path / "grid.md").read_text(encoding="utf-8") == committed
+    merged = json.loads((tmp_path / "grid.json").read_text(encoding="utf-8"))
+    chunks = [json.loads(p.read_text(encoding="utf-8")) for p in grid.chunk_files()]
+    assert len(merged["cells"]) == sum(len(c["cells"]) for c in chunks)
