@@ -45,9 +45,11 @@ PLAN = [
     ([50], ["grpo"]), ([100], ["nlft", "sft"]), ([100], ["rft", "sft-gold"]), ([100], ["dft", "sdft"]),
     ([100], ["sdpo"]), ([100], ["grpo"]),
 ]  # fmt: skip
-# Planning rates on 2 cores until chunks have measured them: seconds per record-epoch, and test answers per second.
-PLANNING_SECONDS = {"nlft": 2.4, "sft": 1.6, "rft": 1.2, "sft-gold": 1.6, "dft": 1.6, "sdft": 4.0, "sdpo": 9.0,
-                    "grpo": 9.0}  # fmt: skip
+# Planning rates on 2 cores until chunks have measured them, seconds per record-epoch: nlft and sft as their tuning
+# runs measured (4.0 and 3.5), the others scaled by their cost relative to sft on nlft:mini
+# (bench/results/methods-cost-mini.md); and test answers per second.
+PLANNING_SECONDS = {"nlft": 4.0, "sft": 3.5, "rft": 3.0, "sft-gold": 3.5, "dft": 3.5, "sdft": 8.5, "sdpo": 21.0,
+                    "grpo": 19.0}  # fmt: skip
 ANSWERS_PER_SECOND = 2.6
 
 
