@@ -57,6 +57,20 @@ def rgba(css: str) -> tuple[tuple[int, int, int], float]:
     return (int(nums[0]), int(nums[1]), int(nums[2])), (nums[3] if len(nums) > 3 else 1.0)
 
 
+def background(locator, timeout: float = 10.0) -> tuple[tuple[int, int, int], float]:
+    """The element's computed background colour. The page may re-render the record between finding the element and
+    reading its style (a detached element has no computed style: ''), so the locator is read again until it has
+    one."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        css = locator.evaluate("el => getComputedStyle(el).backgroundColor")
+        if css or time.monotonic() > deadline:
+            return rgba(css)
+        time.sleep(0.1)
+
+
 def open_page(browser, url):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     dialogs = []
@@ -108,7 +122,7 @@ def test_moving_theta_reweights_a_token_as_the_weighting_function_says(browser, 
 
     before, cfg = expected(judge_floor=0.0, ratio_threshold=1.0)
     assert before.role == "blamed" and float(cell.get_attribute("data-weight")) == before.weight
-    colour_before = rgba(cell.evaluate("el => getComputedStyle(el).backgroundColor"))
+    colour_before = background(cell)
 
     page.locator("#ctl-threshold").fill("0.5")  # the θ slider
     # The page swaps in new HTML: look the cell up again each time.
@@ -125,7 +139,7 @@ def test_moving_theta_reweights_a_token_as_the_weighting_function_says(browser, 
     assert after.weight != before.weight
     assert float(cell.get_attribute("data-weight")) == after.weight
     assert page.locator("#num-threshold").input_value() == "0.5"
-    rgb, alpha = rgba(cell.evaluate("el => getComputedStyle(el).backgroundColor"))
+    rgb, alpha = background(cell)
     want_rgb, want_alpha = cell_colour(after, cfg)
     assert rgb == want_rgb and alpha == pytest.approx(want_alpha, abs=0.01)
     assert abs(alpha - colour_before[1]) > 0.05  # the colour visibly changed with the weight
@@ -169,7 +183,7 @@ def test_report_in_the_browser(browser, demo_run):
     token = view.tokens[int(blamed.get_attribute("data-i"))]
     assert token.role == "blamed"
     assert float(blamed.get_attribute("data-weight")) == token.weight
-    rgb, alpha = rgba(blamed.evaluate("el => getComputedStyle(el).backgroundColor"))
+    rgb, alpha = background(blamed)
     want_rgb, want_alpha = cell_colour(token, report.weighting)
     assert rgb == want_rgb and alpha == pytest.approx(want_alpha, abs=0.01)
     page.screenshot(path=str(ARTIFACTS / "report.png"))  # the top: settings, legend, summary, first records
