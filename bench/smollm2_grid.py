@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from nlft.jsonl import atomic_write_bytes, atomic_write_text
+
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs" / "experiment-smollm2.yaml"
 RESULTS = ROOT / "bench" / "results"
@@ -76,7 +78,7 @@ def restore(out: Path) -> list[str]:
     copied = []
     for name in SHARED:
         source, target = STATE / name, out / name
-        if source.is_file() and not target.exists():
+        if source.is_file() and not os.path.lexists(target):  # a dangling link is not written through
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, target)
             copied.append(name)
@@ -88,10 +90,10 @@ def save_state(out: Path) -> None:
         source = out / name
         if source.is_file():
             (STATE / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, STATE / name)
+            atomic_write_bytes(STATE / name, source.read_bytes())
     pool = out / "pool" / "judged.jsonl"
     if pool.is_file():  # the pool itself (3.7 MB) stays out of git: what it held, and its checksum
-        (STATE / "pool.json").write_text(json.dumps(pool_summary(pool), indent=1) + "\n", encoding="utf-8")
+        atomic_write_text(STATE / "pool.json", json.dumps(pool_summary(pool), indent=1) + "\n")
 
 
 def pool_summary(path: Path) -> dict:
@@ -148,6 +150,13 @@ def chunk_name(sizes: list[int], seeds: list[int], methods: list[str]) -> str:
 def run(args: argparse.Namespace) -> int:
     cfg = config()
     seeds = args.seeds or cfg["seeds"]
+    for name, given in (("sizes", args.sizes), ("methods", args.methods), ("seeds", seeds)):
+        unknown = [x for x in given if x not in cfg[name]]
+        if unknown:
+            raise ValueError(
+                f"--{name} {' '.join(map(str, unknown))}: not in {CONFIG.name} "
+                f"({' '.join(map(str, cfg[name]))}); a chunk runs part of that grid"
+            )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     copied = restore(out)
@@ -174,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
     }
     CHUNKS.mkdir(parents=True, exist_ok=True)
     target = CHUNKS / f"{chunk_name(args.sizes, seeds, args.methods)}.json"
-    target.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    atomic_write_text(target, json.dumps(data, indent=1) + "\n")
     save_state(out)
     print(f"chunk: {target.relative_to(ROOT)}")
     return merge(args)
@@ -208,7 +217,7 @@ def merge(args: argparse.Namespace) -> int:
             body = path.read_bytes()
             if kind == "md":
                 body = (header + body.decode("utf-8") + "\n".join(commands) + "\n").encode("utf-8")
-            target.write_bytes(body)
+            atomic_write_bytes(target, body)  # replaces a link, never writes through it
             print(target)
     return 0
 

@@ -57,3 +57,26 @@ def test_the_committed_grid_is_what_the_committed_chunks_merge_into(grid, tmp_pa
     merged = json.loads((tmp_path / "grid.json").read_text(encoding="utf-8"))
     chunks = [json.loads(p.read_text(encoding="utf-8")) for p in grid.chunk_files()]
     assert len(merged["cells"]) == sum(len(c["cells"]) for c in chunks)
+
+
+def test_a_chunk_outside_the_configured_grid_is_refused_before_anything_is_written(grid, tmp_path):
+    import argparse
+
+    args = argparse.Namespace(
+        sizes=[25], methods=["bogus"], seeds=None, out=str(tmp_path / "out"), no_progress=True
+    )
+    with pytest.raises(ValueError, match="--methods bogus: not in experiment-smollm2.yaml"):
+        grid.run(args)
+    assert not (tmp_path / "out").exists()
+
+
+def test_restore_never_writes_through_a_dangling_link(grid, tmp_path, monkeypatch):
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "experiment.json").write_text("{}\n")
+    monkeypatch.setattr(grid, "STATE", state)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "experiment.json").symlink_to(tmp_path / "elsewhere.json")
+    assert grid.restore(out) == []
+    assert not (tmp_path / "elsewhere.json").exists()

@@ -27,31 +27,27 @@ def test_a_config_file_sets_the_experiment_and_flags_win_over_it(tmp_path, capsy
     assert "exp.yaml: unknown setting(s) size " in capsys.readouterr().err
 
 
-def test_the_shipped_gpu_config_plans_the_papers_grid_at_the_paper_protocols_length(tmp_path, capsys):
+def _dry_run_plan(config_name: str, tmp_path, capsys) -> str:
     from pathlib import Path
 
     from nlft.cli import main
 
-    config = Path(__file__).parents[2] / "configs" / "experiment-gsm8k-llama3-8b.yaml"
+    config = Path(__file__).parents[2] / "configs" / config_name
     with pytest.raises(SystemExit) as done:
         main(["experiment", "--config", str(config), "--out", str(tmp_path / "exp"), "--dry-run"])
     assert done.value.code == 0
-    plan = capsys.readouterr().out
+    assert not (tmp_path / "exp").exists()
+    return capsys.readouterr().out
+
+
+def test_the_shipped_gpu_config_plans_the_papers_grid_at_the_paper_protocols_length(tmp_path, capsys):
+    plan = _dry_run_plan("experiment-gsm8k-llama3-8b.yaml", tmp_path, capsys)
     assert "5 methods (nlft, sft, rft, sft-gold, grpo) x 5 sizes (25, 50, 100, 200, 400) x 3 seeds" in plan
     assert "up to 512 new tokens per sample, test answer and GRPO completion" in plan
-    assert not (tmp_path / "exp").exists()
 
 
 def test_the_shipped_smollm2_config_plans_the_whole_grid_with_rates_tuned_first(tmp_path, capsys):
-    from pathlib import Path
-
-    from nlft.cli import main
-
-    config = Path(__file__).parents[2] / "configs" / "experiment-smollm2.yaml"
-    with pytest.raises(SystemExit) as done:
-        main(["experiment", "--config", str(config), "--out", str(tmp_path / "exp"), "--dry-run"])
-    assert done.value.code == 0
-    plan = capsys.readouterr().out
+    plan = _dry_run_plan("experiment-smollm2.yaml", tmp_path, capsys)
     assert (
         "8 methods (nlft, sft, rft, sft-gold, dft, sdft, sdpo, grpo) x 3 sizes (25, 50, 100) x 3 seeds"
         in plan
