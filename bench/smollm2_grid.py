@@ -126,18 +126,21 @@ def estimate(sizes: list[int], seeds: list[int], methods: list[str], cfg: dict) 
 
     done = committed_cells()
     todo = [(m, n, s) for n in sizes for s in seeds for m in methods if f"{m}-{n}-s{s}" not in done]
-    train = sum(per(m) * n * cfg["epochs"] for m, n, _ in todo)
-    evaluate = len(todo) * cfg["test_questions"] / ANSWERS_PER_SECOND
     tuned = json.loads((STATE / "tuning" / "rates.json").read_text())["methods"] if (
         STATE / "tuning" / "rates.json").is_file() else {}  # fmt: skip
     untuned = [m for m in methods if m not in tuned]
+    # A method tuned in this chunk gets its tuning-size, tuning-seed cell copied from the tuning run, not trained.
+    copied = {(m, cfg["tune_size"], cfg["tune_seed"]) for m in untuned}
+    train = sum(per(m) * n * cfg["epochs"] for m, n, s in todo if (m, n, s) not in copied)
+    evaluate = len(todo) * cfg["test_questions"] / ANSWERS_PER_SECOND
     tune = sum(
         per(m) * cfg["tune_size"] * cfg["epochs"] + cfg["tune_questions"] / ANSWERS_PER_SECOND
         for m in untuned
         for _ in cfg["tune_rates"]
     )
     return (
-        f"estimate: {len(todo)} runs to train ({train / 60:.0f} min) and evaluate ({evaluate / 60:.0f} min)"
+        f"estimate: {len(todo)} runs, {len([t for t in todo if t not in copied])} to train ({train / 60:.0f} min), "
+        f"all to evaluate ({evaluate / 60:.0f} min)"
         + (f", after tuning {', '.join(untuned)} ({tune / 60:.0f} min)" if untuned else "")
         + f": about {(train + evaluate + tune) / 60:.0f} min on 2 cores"
     )
@@ -157,14 +160,15 @@ def run(args: argparse.Namespace) -> int:
                 f"--{name} {' '.join(map(str, unknown))}: not in {CONFIG.name} "
                 f"({' '.join(map(str, cfg[name]))}); a chunk runs part of that grid"
             )
-    out = Path(args.out)
+    out = Path(args.out).resolve()  # from the caller's directory; the experiment runs in the repository's
+    shown = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
     out.mkdir(parents=True, exist_ok=True)
     copied = restore(out)
     if copied:
         print(f"restored from {STATE.relative_to(ROOT)}: {', '.join(copied)}")
     print(estimate(args.sizes, seeds, args.methods, cfg), flush=True)
     command = [
-        "nlft", "experiment", "--config", str(CONFIG.relative_to(ROOT)), "--out", str(out),
+        "nlft", "experiment", "--config", str(CONFIG.relative_to(ROOT)), "--out", str(shown),
         "--sizes", *map(str, args.sizes), "--seeds", *map(str, seeds), "--methods", *args.methods,
         *(["--no-progress"] if args.no_progress else []),
     ]  # fmt: skip

@@ -80,3 +80,24 @@ def test_restore_never_writes_through_a_dangling_link(grid, tmp_path, monkeypatc
     (out / "experiment.json").symlink_to(tmp_path / "elsewhere.json")
     assert grid.restore(out) == []
     assert not (tmp_path / "elsewhere.json").exists()
+
+
+def test_a_relative_out_is_the_callers_folder_though_the_experiment_runs_in_the_repository(
+    grid, tmp_path, monkeypatch
+):
+    import argparse
+
+    state = tmp_path / "state"
+    state.mkdir()
+    monkeypatch.setattr(grid, "STATE", state)
+    calls = []
+    monkeypatch.setattr(grid.subprocess, "call", lambda command, cwd: calls.append((command, cwd)) or 3)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    args = argparse.Namespace(sizes=[25], methods=["nlft"], seeds=None, out="work", no_progress=True)
+    assert grid.run(args) == 3  # the experiment's status, passed on
+    [(command, cwd)] = calls
+    assert cwd == grid.ROOT
+    assert command[command.index("--out") + 1] == str(elsewhere / "work")
+    assert (elsewhere / "work").is_dir() and not (grid.ROOT / "work").exists()

@@ -21,7 +21,7 @@ def test_rates_are_tuned_on_held_out_train_questions_and_the_grid_trains_at_the_
     from nlft.experiment import held_out_questions
 
     options = dict(
-        out=str(tmp_path / "exp"), pool_questions=24, sizes=[3], methods=["sft"], seeds=[0], epochs=1,
+        out=str(tmp_path / "exp"), pool_questions=24, sizes=[3], methods=["sft"], seeds=[0, 1], epochs=1,
         test_questions=6, batch_size=3, device="cpu", progress=False, tune_rates=[1e-5, 3e-3], tune_size=3,
         tune_questions=5, eval_epochs="last",
     )  # fmt: skip
@@ -44,12 +44,23 @@ def test_rates_are_tuned_on_held_out_train_questions_and_the_grid_trains_at_the_
     assert rates["methods"]["sft"]["accuracy"] == scores
     chosen = rates["methods"]["sft"]["chosen"]
     assert chosen == (3e-3 if scores["0.003"] > scores["1e-05"] else 1e-5)
-    # The grid's cell trained at the chosen rate; only its last epoch was evaluated.
+    # The grid's cells trained at the chosen rate; only their last epoch was evaluated.
     cell = out / "runs" / "sft-3-s0"
-    assert yaml.safe_load((cell / "config.yaml").read_text())["learning_rate"] == chosen
-    assert [p.name for p in (cell / "eval").iterdir()] == ["paper-mini-math-test"]
+    for c in (cell, out / "runs" / "sft-3-s1"):
+        assert yaml.safe_load((c / "config.yaml").read_text())["learning_rate"] == chosen
+        assert yaml.safe_load((c / "config.yaml").read_text())["output_dir"] == str(c.resolve())
+        assert [p.name for p in (c / "eval").iterdir()] == ["paper-mini-math-test"]
+    # The seed-0 cell at the tuning size is the tuning run at the chosen rate, copied (not trained again); the
+    # seed-1 cell is trained.
+    tuned = out / "tuning" / f"sft-3-s0-lr{chosen:g}"
+    assert json.loads((cell / "run.json").read_text())["copied_from"] == f"tuning/sft-3-s0-lr{chosen:g}"
+    assert (cell / "adapter" / "adapter_model.safetensors").read_bytes() == (
+        tuned / "adapter" / "adapter_model.safetensors"
+    ).read_bytes()
+    assert "copied_from" not in json.loads((out / "runs" / "sft-3-s1" / "run.json").read_text())
+    assert not list((out / "runs").glob(".*"))  # no copy left half-made
     result = json.loads((out / "results.json").read_text())
-    assert result["cells"][0]["learning_rate"] == chosen
+    assert [c["learning_rate"] for c in result["cells"]] == [chosen, chosen]
     item_rows = [
         json.loads(x)
         for x in (cell / "eval" / "paper-mini-math-test" / "items.jsonl").read_text().splitlines()

@@ -23,10 +23,10 @@ from .plan import Cell, cells, nested_subsets, plan_text
 from .results import Collected, collect, cost_ratios, write_results
 from .runner import run_experiment
 from .steps import run_child
-from .tuning import choose_rate, held_out_questions, tune_rates
+from .tuning import choose_rate, held_out_questions, reuse_tuning_run, tune_rates
 
 __all__ = [
     "Cell", "Collected", "ExperimentOptions", "cells", "choose_rate", "collect", "cost_ratios", "held_out_questions",
     "merge_chunks", "merge_results", "nested_subsets", "plan_text", "read_experiment_config", "run_child",
-    "run_experiment", "tune_rates", "write_results",
+    "reuse_tuning_run", "run_experiment", "tune_rates", "write_results",
 ]  # fmt: skip

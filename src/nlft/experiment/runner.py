@@ -9,7 +9,7 @@ from .options import ExperimentOptions
 from .plan import cells, check_same_plan, estimate, plan_text
 from .results import collect, write_results
 from .steps import build_data, evaluate, train_cell
-from .tuning import tune_rates
+from .tuning import reuse_tuning_run, tune_rates
 
 
 def run_experiment(o: ExperimentOptions) -> int:
@@ -28,7 +28,8 @@ def run_experiment(o: ExperimentOptions) -> int:
     if o.tuned():
         tune_rates(o, out)
     for cell in cells(o):
-        train_cell(o, out, cell)
+        if not reuse_tuning_run(o, out, cell):
+            train_cell(o, out, cell)
         evaluate(o, out / "runs" / cell.name, all_checkpoints=o.eval_epochs == "all")
     evaluate(o, out / "base", model=o.model)
     collected = collect(o, out)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 from .options import ExperimentOptions
 from .plan import Cell
-from .steps import evaluate, final_evaluation, train_run
+from .steps import evaluate, final_evaluation, finished, train_run
 
 TUNING = "tuning"
 
@@ -78,3 +79,40 @@ def tune_rates(o: ExperimentOptions, out: Path) -> dict[str, Any]:
         )
     o.tuned_rates.update({m: state["methods"][m]["chosen"] for m in o.tuned()})
     return state
+
+
+def reuse_tuning_run(o: ExperimentOptions, out: Path, cell: Cell) -> bool:
+    """Copy the tuning run at the chosen rate into the grid as ``cell`` when it is that cell: the same records
+    (``tune_size``), seed (``tune_seed``), rate and settings, so the same command but for its folder (training is
+    deterministic: on SmolLM2 the retrained cells' adapters were byte for byte the tuning runs'). The copy leaves
+    out the tuning evaluation, names its source in run.json (``copied_from``) and its own folder in config.yaml;
+    it is made beside the cell and renamed, so that a killed copy is never taken for a finished run. Returns
+    whether the cell was copied; a cell already begun in place is left to train."""
+    import yaml
+
+    from ..files import read_yaml
+    from ..jsonl import atomic_write_text
+    from ..runs import EVAL_DIR
+    from ..train.run import CONFIG_FILE, update_run_info
+
+    if cell.method not in o.tuned() or (cell.size, cell.seed) != (o.tune_size, o.tune_seed):
+        return False
+    target = out / "runs" / cell.name
+    source = out / TUNING / f"{cell.name}-lr{o.rate(cell.method):g}"
+    if target.exists() or target.is_symlink() or not finished(source):
+        return False
+    partial = target.with_name(f".{cell.name}.copying")
+    if partial.is_symlink() or (partial.exists() and not partial.is_dir()):
+        raise FileExistsError(f"{partial}: not a folder nlft made; move it away and rerun")
+    if partial.exists():
+        shutil.rmtree(partial)  # an earlier copy, killed before its rename
+    shutil.copytree(source, partial, symlinks=True, ignore=shutil.ignore_patterns(EVAL_DIR))
+    config = read_yaml(partial / CONFIG_FILE, "run configuration")
+    config["output_dir"] = str(target.resolve())
+    atomic_write_text(partial / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
+    update_run_info(partial, copied_from=str(source.relative_to(out)))
+    partial.rename(target)
+    print(
+        f"\n== {cell.name}: the tuning run {source.name} is this cell (same records, seed and rate): copied =="
+    )
+    return True
