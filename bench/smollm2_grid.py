@@ -85,10 +85,15 @@ def restore(out: Path) -> list[str]:
     return copied
 
 
+# The one state file a later chunk adds to; the others are made once (a later chunk's run only rewrites, say, the
+# base evaluation's record of how it resumed or experiment.json's last methods: noise in the committed state).
+GROWS = ("tuning/rates.json",)
+
+
 def save_state(out: Path) -> None:
     for name in SHARED:
         source = out / name
-        if source.is_file():
+        if source.is_file() and (name in GROWS or not (STATE / name).is_file()):
             (STATE / name).parent.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(STATE / name, source.read_bytes())
     pool = out / "pool" / "judged.jsonl"

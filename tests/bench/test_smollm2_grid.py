@@ -101,3 +101,26 @@ def test_a_relative_out_is_the_callers_folder_though_the_experiment_runs_in_the_
     assert cwd == grid.ROOT
     assert command[command.index("--out") + 1] == str(elsewhere / "work")
     assert (elsewhere / "work").is_dir() and not (grid.ROOT / "work").exists()
+
+
+def test_saving_the_state_adds_what_is_new_and_the_tuned_rates_but_keeps_what_was_made_once(
+    grid, tmp_path, monkeypatch
+):
+    state = tmp_path / "state"
+    (state / "base").mkdir(parents=True)
+    (state / "base" / "summary.json").write_text('{"this_run": {"generated": 500}}\n')
+    (state / "tuning").mkdir()
+    (state / "tuning" / "rates.json").write_text('{"methods": {"nlft": 1}}\n')
+    monkeypatch.setattr(grid, "STATE", state)
+    out = tmp_path / "out"
+    for name, text in (
+        ("base/summary.json", '{"this_run": {"resumed": 500}}\n'),
+        ("tuning/rates.json", '{"methods": {"nlft": 1, "rft": 2}}\n'),
+        ("data/size-50/nlft.jsonl", "new\n"),
+    ):
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(text)
+    grid.save_state(out)
+    assert (state / "base" / "summary.json").read_text() == '{"this_run": {"generated": 500}}\n'
+    assert (state / "tuning" / "rates.json").read_text() == '{"methods": {"nlft": 1, "rft": 2}}\n'
+    assert (state / "data" / "size-50" / "nlft.jsonl").read_text() == "new\n"
