@@ -244,8 +244,10 @@ def status(args: argparse.Namespace) -> int:
         missing = [n for n in names if n not in done]
         mark = "done" if not missing else f"{len(names) - len(missing)}/{len(names)}"
         print(f"  {mark:>6}  sizes {' '.join(map(str, sizes))}: {' '.join(methods)}")
-    nxt = next(((s, m) for s, m in PLAN if any(f"{x}-{n}-s{k}" not in done for n in s for k in cfg["seeds"]
-                                                for x in m)), None)  # fmt: skip
+    # The next chunk: the first planned one with a missing run, less its methods already committed in full (a chunk
+    # may have run part of a planned one).
+    nxt = next(((s, todo) for s, m in PLAN if (todo := [x for x in m if any(
+        f"{x}-{n}-s{k}" not in done for n in s for k in cfg["seeds"])])), None)  # fmt: skip
     if nxt:
         print(estimate(nxt[0], cfg["seeds"], nxt[1], cfg))
         print(

@@ -124,3 +124,18 @@ def test_saving_the_state_adds_what_is_new_and_the_tuned_rates_but_keeps_what_wa
     assert (state / "base" / "summary.json").read_text() == '{"this_run": {"generated": 500}}\n'
     assert (state / "tuning" / "rates.json").read_text() == '{"methods": {"nlft": 1, "rft": 2}}\n'
     assert (state / "data" / "size-50" / "nlft.jsonl").read_text() == "new\n"
+
+
+def test_the_next_command_leaves_out_methods_a_partial_chunk_committed(grid, monkeypatch, capsys):
+    cfg = grid.config()
+    done = [
+        f"{m}-{n}-s{s}"
+        for sizes, methods in grid.PLAN[:4]
+        for n in sizes
+        for m in methods
+        for s in cfg["seeds"]
+    ]
+    done += [f"dft-25-s{s}" for s in cfg["seeds"]]  # a chunk that ran dft alone
+    monkeypatch.setattr(grid, "committed_cells", lambda: {name: {"name": name} for name in done})
+    assert grid.status(None) == 0
+    assert "next: python bench/smollm2_grid.py run --sizes 25 --methods sdft\n" in capsys.readouterr().out
