@@ -75,3 +75,22 @@ def test_rates_are_tuned_on_held_out_train_questions_and_the_grid_trains_at_the_
     # A rerun with other tuning settings is refused, naming the file.
     with pytest.raises(ValueError, match="rates.json: rates tuned with other settings"):
         run_experiment(ExperimentOptions(**{**options, "tune_rates": [1e-5, 1e-3]}))
+
+
+def test_copying_a_tuning_run_refuses_a_link_where_its_partial_copy_goes(tmp_path):
+    from nlft.experiment import Cell, reuse_tuning_run
+
+    out = tmp_path / "exp"
+    source = out / "tuning" / "sft-3-s0-lr0.001"
+    source.mkdir(parents=True)
+    (source / "run.json").write_text('{"finished": true}')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("mine")
+    (out / "runs").mkdir()
+    (out / "runs" / ".sft-3-s0.copying").symlink_to(elsewhere)
+    o = ExperimentOptions(out=str(out), methods=["sft"], tune_rates=[1e-4, 1e-3], tune_size=3, tune_seed=0)
+    o.tuned_rates["sft"] = 1e-3
+    with pytest.raises(FileExistsError, match="not a folder nlft made"):
+        reuse_tuning_run(o, out, Cell("sft", 3, 0))
+    assert (elsewhere / "keep.txt").read_text() == "mine" and not (out / "runs" / "sft-3-s0").exists()
