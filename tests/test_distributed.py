@@ -106,7 +106,7 @@ def test_ddp_with_incorrect_sft_judge_and_a_process_without_wrong_records(tmp_pa
     data = tmp_path / "d.jsonl"
     atomic_write_jsonl(data, ROWS)
     args = ["--data", str(data), *COMMON, "--incorrect_sft", "judge", "--gradient_accumulation_steps", "1"]
-    launch(
+    two = launch(
         *args,
         "--per_device_train_batch_size",
         "1",
@@ -114,6 +114,8 @@ def test_ddp_with_incorrect_sft_judge_and_a_process_without_wrong_records(tmp_pa
         str(tmp_path / "two"),
         extra=("--multi_gpu",),
     )
+    # Each rank leaves without the interpreter's finalization (leave_process): what it printed still comes out.
+    assert two.stdout.count("run folder:") == 2, two.stdout
     run([sys.executable, "-m", "nlft", "train", *args, "--per_device_train_batch_size", "2", "--use_cpu", "true",
          "--output_dir", str(tmp_path / "one")])  # fmt: skip
     a = load_file(tmp_path / "one" / "adapter" / "adapter_model.safetensors")
@@ -141,6 +143,14 @@ def test_zero3_full_fine_tuning_through_the_trainer_saves_a_model_eval_loads(tmp
     out = run([sys.executable, "-m", "nlft", "eval", str(tmp_path / "z3"), "--data", "nlft:sample", "--limit", "1",
                "--max-new-tokens", "2", "--quiet"])  # fmt: skip
     assert "1/1 items" in out.stdout
+
+
+def test_a_launched_rank_leaves_with_its_code_and_its_output_flushed():
+    # stdout is a pipe here, so block-buffered: without the flush "kept" would be lost with os._exit
+    code = "from nlft.distributed import leave_process; print('kept', end=''); leave_process(3)"
+    env = {k: v for k, v in ENV.items() if k != "PYTHONUNBUFFERED"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert (out.returncode, out.stdout, out.stderr) == (3, "kept", "")
 
 
 # -- launches that do not give what was asked -----------------------------------------------------------------

@@ -231,9 +231,9 @@ def run_train(argv: Sequence[str]) -> int:
     wanted = get_method(data.method).settings_class
     own = next((s for s in settings if wanted is not None and isinstance(s, wanted)), None)
     result = train(data, model, args, method_settings=own)
-    from .distributed import end_process_group
+    from .distributed import end_process_group, leave_process
 
-    end_process_group()
+    launched = end_process_group()
     last = next((h for h in reversed(result.log_history) if "loss" in h), {})
     print(
         f"{result.method}: {result.global_step} steps on {result.records} records in {result.seconds:.0f}s"
@@ -242,6 +242,8 @@ def run_train(argv: Sequence[str]) -> int:
     )
     final = "adapter/" if (result.run_dir / "adapter").is_dir() else "model/"
     print(f"run folder: {result.run_dir} ({final}, epochs/, logs/, run.json, config.yaml)")
+    if launched:
+        leave_process(0)
     return 0
 
 

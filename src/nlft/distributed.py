@@ -14,8 +14,10 @@ can get wrong without saying so:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 
 logger = logging.getLogger(__name__)
 
@@ -84,8 +86,9 @@ def check_engine_in_effect(trainer) -> None:
         raise RuntimeError("DeepSpeed was configured but accelerate did not enable it")
 
 
-def end_process_group() -> None:
-    """Every process reaches this point, then the group is destroyed (a clean exit for every launcher)."""
+def end_process_group() -> bool:
+    """Every process reaches this point, then the group is destroyed (a clean exit for every launcher). Returns
+    whether there was a group: the caller then leaves with ``leave_process`` once its output is written."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
@@ -93,3 +96,20 @@ def end_process_group() -> None:
             dist.barrier()
         finally:
             dist.destroy_process_group()
+        return True
+    return False
+
+
+def leave_process(code: int) -> None:
+    """End a launched rank whose work is done and written, without the interpreter's finalization.
+
+    Gloo and DeepSpeed keep C++ worker threads whose objects hold tensors; when the interpreter tears down
+    around them, a rank now and then aborts with "terminate called without an active exception" (SIGABRT) after
+    everything was saved, and the launcher reports the whole run failed (seen once in CI under ZeRO-3 on CPU;
+    pytorch/pytorch#179291 describes the race). Output is flushed and logging shut down first, so nothing is lost.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    logging.shutdown()
+    os._exit(code)
