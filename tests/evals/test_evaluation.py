@@ -584,6 +584,24 @@ def test_openai_backend_sends_the_protocol_prompts(tmp_path, write, monkeypatch)
     assert summary["backend"] == "openai" and summary["model"] == "served-model"
 
 
+def test_a_run_named_by_another_path_to_the_same_folder_resumes(tmp_path, monkeypatch):
+    run = tmp_path / "runs" / "r"
+    (run / "adapter").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    data, out = questions([1, 2]), run / "eval"
+    first = ScriptedBackend(lambda k, s: "#### 1")
+    evaluate(first, PaperProtocol(), data, out, EvalSettings(limit=1), progress=False,
+             describe={"model": "nlft:tiny", "adapter": "runs/r/adapter", "run": "runs/r"})  # fmt: skip
+    again = ScriptedBackend(lambda k, s: "#### 1")
+    s = evaluate(again, PaperProtocol(), data, out, EvalSettings(), progress=False,
+                 describe={"model": "nlft:tiny", "adapter": str(run / "adapter"), "run": str(run)})  # fmt: skip
+    assert len(again.asked) == 1 and s["this_run"]["resumed"] == 1  # only the second question is new
+    (tmp_path / "other" / "adapter").mkdir(parents=True)
+    with pytest.raises(SettingsMismatch, match=r"\(adapter, run differ\)"):
+        evaluate(again, PaperProtocol(), data, out, EvalSettings(), progress=False,
+                 describe={"model": "nlft:tiny", "adapter": "other/adapter", "run": "other"})  # fmt: skip
+
+
 def test_pending_counts_what_is_left_without_a_model(tmp_path):
     data = questions([1, 2, 3])
     assert pending(PaperProtocol(), data, tmp_path, EvalSettings()) == 3

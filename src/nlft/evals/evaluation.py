@@ -83,6 +83,20 @@ def _is_ours(settings: Any) -> bool:
     )
 
 
+PATH_SETTINGS = ("model", "adapter", "run")
+
+
+def _same_setting(key: str, old: Any, new: Any) -> bool:
+    """Equal settings; a model, adapter or run folder is the same when both spellings name one folder (a run
+    evaluated as ``runs/x`` and then as ``/home/me/runs/x``, or through a link to it, resumes)."""
+    if old == new:
+        return True
+    if key in PATH_SETTINGS and isinstance(old, str) and isinstance(new, str):
+        a, b = Path(old), Path(new)
+        return a.exists() and b.exists() and a.resolve() == b.resolve()
+    return False
+
+
 def _check_settings(out: Path, fingerprint: dict[str, Any], overwrite: bool, *, write: bool = True) -> None:
     """Refuse to mix results of different settings in one folder; ``overwrite`` starts it afresh. Only a folder
     nlft eval made (its settings.json names it) is ever resumed or replaced; files of any other kind are refused
@@ -102,18 +116,17 @@ def _check_settings(out: Path, fingerprint: dict[str, Any], overwrite: bool, *, 
                 f"{file}: not the settings of an nlft evaluation; nlft eval writes only into a new folder or one it "
                 "made (--overwrite never replaces other files): choose another --out"
             )
-        same = {k: v for k, v in old.items() if k != "made_by"} == {
-            k: v for k, v in fingerprint.items() if k != "made_by"
-        }
-        if not same and not overwrite:
-            changed = sorted(
-                k for k in (set(old) | set(fingerprint)) - {"made_by"} if old.get(k) != fingerprint.get(k)
-            )
+        changed = sorted(
+            k
+            for k in (set(old) | set(fingerprint)) - {"made_by"}
+            if not _same_setting(k, old.get(k), fingerprint.get(k))
+        )
+        if changed and not overwrite:
             raise SettingsMismatch(
                 f"{out} holds evaluation results made with other settings ({', '.join(changed)} differ); "
                 "pass --overwrite to replace them or --out to write elsewhere"
             )
-        if overwrite and write:  # ours: started afresh
+        if changed and overwrite and write:  # ours: started afresh
             for name in (ITEMS_FILE, SUMMARY_FILE, SETTINGS_FILE):
                 (out / name).unlink(missing_ok=True)
     else:
