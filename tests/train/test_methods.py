@@ -5,11 +5,12 @@ import json
 from types import SimpleNamespace
 
 import pytest
+import torch
 
-from nlft.train.methods import METHODS, get_method
+from nlft.train.methods import METHODS, CorrectnessReward, get_method
 from nlft.train.run import load_training_tokenizer, prepare_records, train
 
-from ..conftest import ROWS, config
+from ..conftest import ROWS, SGD, config
 
 
 def job_for(tmp_path, rows=ROWS):
@@ -135,6 +136,56 @@ def test_grpo_trains_on_the_questions_and_records_its_costs(tmp_path):
     )
     assert all("rewards/correct/mean" in h for h in logged)
     assert info["peak_memory_mb"] > 0 and info["memory_measure"]
+
+
+@pytest.mark.parametrize(
+    ("batch", "generations", "questions"),
+    [(4, 8, 1), (4, 1, 4), (4, 4, 1), (4, 2, 2), (6, 4, 1), (6, 2, 3), (5, 2, 1), (1, 8, 1), (8, 2, 4)],
+)
+def test_an_on_policy_forward_holds_a_batch_of_completions_or_one_group(batch, generations, questions):
+    from nlft.train.methods import questions_per_forward
+
+    assert questions_per_forward(batch, generations) == questions
+
+
+class LengthReward(CorrectnessReward):
+    """A reward that differs within a group on the random tiny model (correctness is always 0 there)."""
+
+    def __call__(self, prompts, completions, reference, completion_ids=None, **kwargs) -> list[float]:
+        super().__call__(prompts, completions, reference, completion_ids=completion_ids, **kwargs)
+        return [float(sum(completion_ids[i]) % 7) for i in range(len(completions))]
+
+
+def test_grpo_in_forwards_of_one_group_takes_the_step_of_the_whole_batch(tmp_path, monkeypatch):
+    """2 questions x 2 rollouts a step: one forward of 4 completions, or two of one question's 2 with gradient
+    accumulation (trl generates all 4 at once either way): the same update."""
+    from safetensors.torch import load_file
+
+    import nlft.train.methods as methods
+    from nlft.train.methods import GRPOSettings
+
+    monkeypatch.setattr(methods, "CorrectnessReward", LengthReward)
+    made = []
+    values = methods.trainer_values
+    monkeypatch.setattr(methods, "trainer_values", lambda job, g: made.append(values(job, g)) or made[-1])
+    small = GRPOSettings(grpo_num_generations=2, grpo_max_completion_length=8)
+    common = ("--method", "grpo", "--max_steps", "1", "--seed", "3", "--per_device_train_batch_size", "2",
+              "--gradient_accumulation_steps", "1", *SGD)  # fmt: skip
+    split = train(*config(tmp_path, *common, name="split"), method_settings=small)
+    monkeypatch.setattr(methods, "questions_per_forward", lambda batch, generations: batch)
+    whole = train(*config(tmp_path, *common, name="whole"), method_settings=small)
+    assert [(v["per_device_train_batch_size"], v["gradient_accumulation_steps"]) for v in made] == [
+        (2, 2),
+        (4, 1),
+    ]
+    assert split.global_step == whole.global_step == 1
+    a = load_file(split.run_dir / "adapter" / "adapter_model.safetensors")
+    b = load_file(whole.run_dir / "adapter" / "adapter_model.safetensors")
+    moved = [k for k in a if "lora_B" in k and a[k].abs().max() > 0]
+    assert moved, "the step moved no LoRA weight: the test would compare nothing"
+    assert all(torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6) for k in a), max(
+        (a[k] - b[k]).abs().max().item() for k in a
+    )
 
 
 def test_grpo_settings_are_checked():

@@ -326,14 +326,28 @@ def grpo_prompts(job: TrainingJob) -> list[dict[str, str]]:
     ]
 
 
+def questions_per_forward(batch: int, generations: int) -> int:
+    """How many questions' rollouts one forward pass of an on-policy trainer holds: the most that keep it within
+    ``max(batch, generations)`` completions and divide ``batch``. A forward is then never larger than another
+    method's batch of records, or one question's group: GRPO's 4 questions x 8 rollouts in one forward held
+    float32 logits over SmolLM2's 49,152-token vocabulary for 32 completions at once, past 24 GB."""
+    room = max(batch, generations)
+    return max(q for q in range(1, batch + 1) if batch % q == 0 and q * generations <= room)
+
+
 def trainer_values(job: TrainingJob, generations: int) -> dict[str, Any]:
     """The shared ``TrainingArguments`` for an on-policy trl trainer: the same questions per optimizer step as the
-    other methods' records (trl's batch counts completions, ``generations`` per question)."""
+    other methods' records (trl's batch counts completions, ``generations`` per question), split into forwards of
+    ``questions_per_forward`` questions with gradient accumulation. trl still generates once per optimizer step
+    (its ``steps_per_generation`` defaults to the accumulation steps) and splits the rollouts across them."""
     from transformers import TrainingArguments
 
     shared = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
     values = {k: getattr(v, "value", v) for k, v in ((n, getattr(job.args, n)) for n in shared)}
-    values["per_device_train_batch_size"] = job.args.per_device_train_batch_size * generations
+    batch = job.args.per_device_train_batch_size
+    questions = questions_per_forward(batch, generations)
+    values["per_device_train_batch_size"] = questions * generations
+    values["gradient_accumulation_steps"] = job.args.gradient_accumulation_steps * (batch // questions)
     values["train_sampling_strategy"] = "random"
     values["remove_unused_columns"] = False  # the reward and the teacher read the rows' other columns
     return values
