@@ -33,6 +33,9 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs" / "experiment-smollm2.yaml"
 RESULTS = ROOT / "bench" / "results"
 STATE = RESULTS / "smollm2" / "state"
+COSTS = (
+    RESULTS / "methods-cost-smollm2.json"
+)  # bench/methods_cost.py: every method's cost, measured in one run
 CHUNKS = RESULTS / "smollm2" / "chunks"
 GRID = RESULTS / "smollm2-grid"
 # The files of an experiment folder that every chunk shares (relative to the folder).
@@ -118,16 +121,23 @@ def pool_summary(path: Path) -> dict:
 
 
 def estimate(sizes: list[int], seeds: list[int], methods: list[str], cfg: dict) -> str:
-    """Minutes for the chunk's training and evaluations, from the committed chunks' measured rates (or the planning
-    rates where a method has none yet), plus the tuning of methods not tuned yet."""
+    """Minutes for the chunk's training and evaluations, from the committed chunks' measured rates (or, where a
+    method has none yet, bench/methods_cost.py's, else the planning rates), plus the tuning of methods not tuned
+    yet."""
     measured: dict[str, list[float]] = {}
     for cell in committed_cells().values():
         if cell.get("seconds_per_record_epoch"):
             measured.setdefault(cell["method"], []).append(cell["seconds_per_record_epoch"])
 
+    bench = {}  # the same-run cost bench, for methods no chunk has measured yet
+    if COSTS.is_file():
+        bench = {m: c.get("seconds_per_record_epoch") for m, c in json.loads(COSTS.read_text()).items()}
+
     def per(method):
         values = measured.get(method)
-        return sum(values) / len(values) if values else PLANNING_SECONDS.get(method, 5.0)
+        if values:
+            return sum(values) / len(values)
+        return bench.get(method) or PLANNING_SECONDS.get(method, 5.0)
 
     done = committed_cells()
     todo = [(m, n, s) for n in sizes for s in seeds for m in methods if f"{m}-{n}-s{s}" not in done]

@@ -33,6 +33,29 @@ def test_the_planned_chunks_cover_every_cell_of_the_config_once(grid):
                              ([50], ["rft", "sft-gold"])]  # fmt: skip
 
 
+def test_the_estimate_takes_a_methods_rate_from_its_chunks_then_the_cost_bench_then_the_plan(
+    grid, tmp_path, monkeypatch
+):
+    cfg = {"tune_size": 25, "tune_seed": 0, "epochs": 2, "test_questions": 0, "tune_questions": 0,
+           "tune_rates": [1e-4]}  # fmt: skip
+    monkeypatch.setattr(
+        grid, "committed_cells", lambda: {"sft-50-s0": {"method": "sft", "seconds_per_record_epoch": 3.6}}
+    )
+    monkeypatch.setattr(
+        grid, "STATE", tmp_path
+    )  # nothing tuned: each method's tuning is one run of 50 rec-epochs
+    costs = tmp_path / "costs.json"
+    costs.write_text(
+        json.dumps({"sft": {"seconds_per_record_epoch": 99.0}, "grpo": {"seconds_per_record_epoch": 24.0}})
+    )
+    monkeypatch.setattr(grid, "COSTS", costs)
+    monkeypatch.setitem(grid.PLANNING_SECONDS, "sdpo", 12.0)
+    # tuning only (the seed-0 cells are the tuning runs, copied): 50 record-epochs each, 60 s per minute
+    assert grid.estimate([25], [0], ["sft"], cfg).endswith("(3 min): about 3 min on 2 cores")  # 50 x 3.6 s
+    assert grid.estimate([25], [0], ["grpo"], cfg).endswith("(20 min): about 20 min on 2 cores")  # 50 x 24 s
+    assert grid.estimate([25], [0], ["sdpo"], cfg).endswith("(10 min): about 10 min on 2 cores")  # 50 x 12 s
+
+
 def test_restore_copies_what_is_missing_and_never_replaces_a_file(grid, tmp_path, monkeypatch):
     state = tmp_path / "state"
     (state / "data" / "size-25").mkdir(parents=True)
