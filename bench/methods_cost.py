@@ -108,8 +108,9 @@ def main() -> int:
             f"```bash\npython bench/methods_cost.py {' '.join(sys.argv[1:])}\n```\n\n"
             f"Each method trains `{Path(args.data).relative_to(ROOT) if Path(args.data).resolve().is_relative_to(ROOT) else args.data}` "
             f"with the experiment's command (`{Path(args.config).name}`: batch {o.batch_size}, the same LoRA, rollouts "
-            f"of up to {o.max_new_tokens} tokens, trl's defaults for the on-policy methods' rollouts per question), "
-            f"seed 0, at its tuned rate where there is one, back to back on one machine "
+            f"of up to {o.max_new_tokens} tokens, trl's defaults for the on-policy methods' rollouts per question, "
+            f"trained one question's rollouts per forward), seed 0, at its tuned rate where there is one (else "
+            f"6e-4: {', '.join(m for m in methods if m not in tuned) or 'none'}), back to back on one machine "
             f"({time.time() - started:.0f} s in all, finished runs reused). Peak memory is the process's peak RSS.\n\n"
             + table(costs)
             + f"\n\nThe paper's ratios, NLFT against ReFT: time {PAPER['seconds_per_epoch']:.2f}, memory "
