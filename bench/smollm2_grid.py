@@ -259,9 +259,12 @@ def status(args: argparse.Namespace) -> int:
     nxt = next(((s, todo) for s, m in PLAN if (todo := [x for x in m if any(
         f"{x}-{n}-s{k}" not in done for n in s for k in cfg["seeds"])])), None)  # fmt: skip
     if nxt:
-        print(estimate(nxt[0], cfg["seeds"], nxt[1], cfg))
+        # ... and its seeds already committed for all of them (a chunk may have run some seeds only).
+        seeds = [k for k in cfg["seeds"] if any(f"{x}-{n}-s{k}" not in done for n in nxt[0] for x in nxt[1])]
+        print(estimate(nxt[0], seeds, nxt[1], cfg))
         print(
             f"next: python bench/smollm2_grid.py run --sizes {' '.join(map(str, nxt[0]))} --methods {' '.join(nxt[1])}"
+            + (f" --seeds {' '.join(map(str, seeds))}" if seeds != cfg["seeds"] else "")
         )
     return 0
 

@@ -149,7 +149,7 @@ def test_saving_the_state_adds_what_is_new_and_the_tuned_rates_but_keeps_what_wa
     assert (state / "data" / "size-50" / "nlft.jsonl").read_text() == "new\n"
 
 
-def test_the_next_command_leaves_out_methods_a_partial_chunk_committed(grid, monkeypatch, capsys):
+def test_the_next_command_leaves_out_the_methods_and_seeds_a_partial_chunk_committed(grid, monkeypatch, capsys):
     cfg = grid.config()
     done = [
         f"{m}-{n}-s{s}"
@@ -162,3 +162,9 @@ def test_the_next_command_leaves_out_methods_a_partial_chunk_committed(grid, mon
     monkeypatch.setattr(grid, "committed_cells", lambda: {name: {"name": name} for name in done})
     assert grid.status(None) == 0
     assert "next: python bench/smollm2_grid.py run --sizes 25 --methods sdft\n" in capsys.readouterr().out
+    done += [f"sdft-25-s{s}" for s in cfg["seeds"]] + ["sdpo-25-s0", "sdpo-25-s1", "sdpo-25-s2", "grpo-25-s0"]
+    assert grid.status(None) == 0  # a chunk that ran grpo's seed 0 alone
+    assert (
+        "next: python bench/smollm2_grid.py run --sizes 25 --methods grpo --seeds 1 2\n"
+        in capsys.readouterr().out
+    )
