@@ -1,18 +1,10 @@
 """bench/methods_cost.py: the table's ratios are each method's cost over GRPO's, from the numbers it is given."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
+from . import load_bench
 
 
 def load():
-    spec = importlib.util.spec_from_file_location("methods_cost", ROOT / "bench" / "methods_cost.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["methods_cost"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("methods_cost")
 
 
 def test_each_row_gives_the_methods_time_and_memory_as_fractions_of_grpos():

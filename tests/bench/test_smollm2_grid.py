@@ -1,23 +1,20 @@
 """bench/smollm2_grid.py: its chunks cover the configured grid once, restoring never replaces a file, and the
 committed grid is exactly what merging the committed chunks writes."""
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import pytest
 
+from . import load_bench
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
 def grid():
-    spec = importlib.util.spec_from_file_location("smollm2_grid", ROOT / "bench" / "smollm2_grid.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["smollm2_grid"] = module
-    spec.loader.exec_module(module)
-    yield module
+    yield load_bench("smollm2_grid")
     sys.modules.pop("smollm2_grid", None)
 
 
@@ -149,7 +146,9 @@ def test_saving_the_state_adds_what_is_new_and_the_tuned_rates_but_keeps_what_wa
     assert (state / "data" / "size-50" / "nlft.jsonl").read_text() == "new\n"
 
 
-def test_the_next_command_leaves_out_the_methods_and_seeds_a_partial_chunk_committed(grid, monkeypatch, capsys):
+def test_the_next_command_leaves_out_the_methods_and_seeds_a_partial_chunk_committed(
+    grid, monkeypatch, capsys
+):
     cfg = grid.config()
     done = [
         f"{m}-{n}-s{s}"
