@@ -37,6 +37,7 @@ def test_hub_ids_stay_hub_ids(spec):
     [
         ("sample", "nlft:sample", "--split", "test", "--model", "/nonexistent", "--out", "{tmp}/s.jsonl"),
         ("eval", "/nonexistent", "--data", "nlft:sample", "--out", "{tmp}/e"),
+        ("eval", "/nonexistent", "--limit", "5", "--out", "{tmp}/e"),  # default data: gsm8k:test, on the hub
         ("merge", "/nonexistent", "--out", "{tmp}/m"),
         ("saliency", "--model", "/nonexistent", "--data", "nlft:sample", "--out", "{tmp}/s.html"),
         ("train", "--model_name_or_path", "/nonexistent", "--data", "nlft:sample", "--output_dir", "{tmp}/r"),

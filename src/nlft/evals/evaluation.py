@@ -23,7 +23,7 @@ from typing import Any
 
 from ..jsonl import AppendLog, atomic_write_json
 from ..models.generation import BackendOptions, SamplingSettings, make_backend
-from ..models.loading import free_accelerator_memory
+from ..models.loading import BUILTIN_MODELS, free_accelerator_memory, model_source
 from ..options import NON_NEGATIVE, POSITIVE, TEMPERATURE, TOP_P, opt
 from ..records import Question
 from ..runs import EVAL_DIR, Checkpoint, Run
@@ -455,6 +455,8 @@ def run_eval(options: EvalOptions) -> int:
         raise ValueError(f"{o.model} is a run folder; --adapter goes with a base model")
     if o.adapter and not hf:
         raise ValueError("--adapter needs --backend hf (serve the adapter and name it as the model instead)")
+    if hf and run is None and o.model not in BUILTIN_MODELS:
+        model_source(o.model)  # a missing local folder: refused before the questions come from the hub
     templates = o.templates or (run.templates if run else None) or "math"
     data = load_eval_data(o.data, o.gsm8k_dir)
     fewshot_data = o.fewshot_data or ("gsm8k:train" if o.data.startswith("gsm8k:") else None)
