@@ -120,10 +120,30 @@ def pool_summary(path: Path) -> dict:
     }
 
 
-def estimate(sizes: list[int], seeds: list[int], methods: list[str], cfg: dict) -> str:
+def estimate(
+    sizes: list[int], seeds: list[int], methods: list[str], cfg: dict, out: Path | None = None
+) -> str:
     """Minutes for the chunk's training and evaluations, from the committed chunks' measured rates (or, where a
     method has none yet, bench/methods_cost.py's, else the planning rates), plus the tuning of methods not tuned
-    yet."""
+    yet. A run already finished in the working folder ``out`` (a chunk stopped part-way) is not trained again, nor
+    evaluated again where its evaluation is complete."""
+    from nlft.experiment.steps import final_evaluation, finished
+
+    def trained(m, n, s) -> bool:
+        try:
+            return out is not None and finished(out / "runs" / f"{m}-{n}-s{s}")
+        except ValueError:  # a damaged run.json: the experiment will say so; count the run as to train
+            return False
+
+    def evaluated(m, n, s) -> bool:
+        if not trained(m, n, s):
+            return False
+        try:
+            final_evaluation(out / "runs" / f"{m}-{n}-s{s}", f"{cfg['task']}:test")
+        except (FileNotFoundError, ValueError):
+            return False
+        return True
+
     measured: dict[str, list[float]] = {}
     for cell in committed_cells().values():
         if cell.get("seconds_per_record_epoch"):
@@ -146,16 +166,18 @@ def estimate(sizes: list[int], seeds: list[int], methods: list[str], cfg: dict) 
     untuned = [m for m in methods if m not in tuned]
     # A method tuned in this chunk gets its tuning-size, tuning-seed cell copied from the tuning run, not trained.
     copied = {(m, cfg["tune_size"], cfg["tune_seed"]) for m in untuned}
-    train = sum(per(m) * n * cfg["epochs"] for m, n, s in todo if (m, n, s) not in copied)
-    evaluate = len(todo) * cfg["test_questions"] / ANSWERS_PER_SECOND
+    to_train = [t for t in todo if t not in copied and not trained(*t)]
+    to_evaluate = [t for t in todo if not evaluated(*t)]
+    train = sum(per(m) * n * cfg["epochs"] for m, n, s in to_train)
+    evaluate = len(to_evaluate) * cfg["test_questions"] / ANSWERS_PER_SECOND
     tune = sum(
         per(m) * cfg["tune_size"] * cfg["epochs"] + cfg["tune_questions"] / ANSWERS_PER_SECOND
         for m in untuned
         for _ in cfg["tune_rates"]
     )
     return (
-        f"estimate: {len(todo)} runs, {len([t for t in todo if t not in copied])} to train ({train / 60:.0f} min), "
-        f"all to evaluate ({evaluate / 60:.0f} min)"
+        f"estimate: {len(todo)} runs, {len(to_train)} to train ({train / 60:.0f} min), "
+        f"{'all' if len(to_evaluate) == len(todo) else len(to_evaluate)} to evaluate ({evaluate / 60:.0f} min)"
         + (f", after tuning {', '.join(untuned)} ({tune / 60:.0f} min)" if untuned else "")
         + f": about {(train + evaluate + tune) / 60:.0f} min on 2 cores"
     )
@@ -181,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
     copied = restore(out)
     if copied:
         print(f"restored from {STATE.relative_to(ROOT)}: {', '.join(copied)}")
-    print(estimate(args.sizes, seeds, args.methods, cfg), flush=True)
+    print(estimate(args.sizes, seeds, args.methods, cfg, out), flush=True)
     command = [
         "nlft", "experiment", "--config", str(CONFIG.relative_to(ROOT)), "--out", str(shown),
         "--sizes", *map(str, args.sizes), "--seeds", *map(str, seeds), "--methods", *args.methods,

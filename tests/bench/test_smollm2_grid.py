@@ -53,6 +53,36 @@ def test_the_estimate_takes_a_methods_rate_from_its_chunks_then_the_cost_bench_t
     assert grid.estimate([25], [0], ["sdpo"], cfg).endswith("(10 min): about 10 min on 2 cores")  # 50 x 12 s
 
 
+def test_the_estimate_leaves_out_runs_a_stopped_chunk_finished_in_the_working_folder(
+    grid, tmp_path, monkeypatch
+):
+    cfg = {"task": "mini-math", "tune_size": 25, "tune_seed": 0, "epochs": 2, "test_questions": 600,
+           "tune_questions": 0, "tune_rates": [1e-4]}  # fmt: skip
+    monkeypatch.setattr(
+        grid, "committed_cells", lambda: {"sft-50-s0": {"method": "sft", "seconds_per_record_epoch": 6}}
+    )
+    (tmp_path / "state" / "tuning").mkdir(parents=True)
+    (tmp_path / "state" / "tuning" / "rates.json").write_text('{"methods": {"sft": 6e-4}}')
+    monkeypatch.setattr(grid, "STATE", tmp_path / "state")
+    out = tmp_path / "out"
+    assert grid.estimate([50], [1, 2], ["sft"], cfg, out).startswith(
+        "estimate: 2 runs, 2 to train (20 min), all to evaluate (11 min)"  # 2 x 100 x 6 s; 2 x 600 / 1.9 s
+    )
+    # seed 1 trained and evaluated, seed 2 trained but its evaluation cut short
+    for seed, complete in ((1, True), (2, False)):
+        run = out / "runs" / f"sft-50-s{seed}"
+        (run / "eval" / "paper-mini-math-test").mkdir(parents=True)
+        (run / "run.json").write_text('{"finished": true}')
+        (run / "eval" / "paper-mini-math-test" / "summary.json").write_text(json.dumps(
+            {"protocol": "paper", "data_name": "mini-math-test", "tag": None, "complete": complete,
+             "checkpoint": "final"}))  # fmt: skip
+    assert grid.estimate([50], [1, 2], ["sft"], cfg, out).startswith(
+        "estimate: 2 runs, 0 to train (0 min), 1 to evaluate (5 min)"
+    )
+    (out / "runs" / "sft-50-s2" / "run.json").write_text("{damaged")  # counted as to train, not a traceback
+    assert grid.estimate([50], [1, 2], ["sft"], cfg, out).startswith("estimate: 2 runs, 1 to train (10 min)")
+
+
 def test_restore_copies_what_is_missing_and_never_replaces_a_file(grid, tmp_path, monkeypatch):
     state = tmp_path / "state"
     (state / "data" / "size-25").mkdir(parents=True)
