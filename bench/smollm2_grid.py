@@ -215,18 +215,23 @@ def run(args: argparse.Namespace) -> int:
     if code != 0:
         return code
     data = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    import torch
+
+    # What the experiment ran on: it inherits OMP_NUM_THREADS from this process.
+    threads = torch.get_num_threads()
     data["chunk"] = {
         "command": shlex.join(command),
         "wall_seconds": round(time.time() - started),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-        "torch": __import__("torch").__version__,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {threads} thread{'s' * (threads != 1)}, "
+        f"Python {platform.python_version()}",
+        "torch": torch.__version__,
         "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
     CHUNKS.mkdir(parents=True, exist_ok=True)
     target = CHUNKS / f"{chunk_name(args.sizes, seeds, args.methods)}.json"
     atomic_write_text(target, json.dumps(data, indent=1) + "\n")
     save_state(out)
-    print(f"chunk: {target.relative_to(ROOT)}")
+    print(f"chunk: {target.relative_to(ROOT) if target.is_relative_to(ROOT) else target}")
     return merge(args)
 
 

@@ -197,3 +197,28 @@ def test_the_next_command_leaves_out_the_methods_and_seeds_a_partial_chunk_commi
         "next: python bench/smollm2_grid.py run --sizes 25 --methods grpo --seeds 1 2\n"
         in capsys.readouterr().out
     )
+
+
+def test_a_chunk_records_the_threads_it_ran_on(grid, tmp_path, monkeypatch):
+    """Chunks run side by side on one thread each cost more per run: the chunk says how it ran."""
+    import argparse
+
+    import torch
+
+    for name in ("STATE", "CHUNKS"):
+        monkeypatch.setattr(grid, name, tmp_path / name.lower())
+    (tmp_path / "state").mkdir()
+    monkeypatch.setattr(grid.subprocess, "call", lambda command, cwd: 0)
+    monkeypatch.setattr(grid, "merge", lambda args: 0)
+    out = tmp_path / "work"
+    out.mkdir()
+    (out / "results.json").write_text(json.dumps({"cells": []}))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        args = argparse.Namespace(sizes=[100], methods=["grpo"], seeds=[1], out=str(out), no_progress=True)
+        assert grid.run(args) == 0
+    finally:
+        torch.set_num_threads(before)
+    chunk = json.loads((tmp_path / "chunks" / "size-100_seed-1_grpo.json").read_text())["chunk"]
+    assert ", 1 thread, Python " in chunk["machine"]
