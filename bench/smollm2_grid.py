@@ -183,6 +183,11 @@ def estimate(
     )
 
 
+def shown(path: Path) -> Path:
+    """A path as printed and passed on: relative to the repository where it lies inside it."""
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+
+
 def chunk_name(sizes: list[int], seeds: list[int], methods: list[str]) -> str:
     return f"size-{'-'.join(map(str, sizes))}_seed-{'-'.join(map(str, seeds))}_{'-'.join(methods)}"
 
@@ -198,14 +203,13 @@ def run(args: argparse.Namespace) -> int:
                 f"({' '.join(map(str, cfg[name]))}); a chunk runs part of that grid"
             )
     out = Path(args.out).resolve()  # from the caller's directory; the experiment runs in the repository's
-    shown = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
     out.mkdir(parents=True, exist_ok=True)
     copied = restore(out)
     if copied:
         print(f"restored from {STATE.relative_to(ROOT)}: {', '.join(copied)}")
     print(estimate(args.sizes, seeds, args.methods, cfg, out), flush=True)
     command = [
-        "nlft", "experiment", "--config", str(CONFIG.relative_to(ROOT)), "--out", str(shown),
+        "nlft", "experiment", "--config", str(CONFIG.relative_to(ROOT)), "--out", str(shown(out)),
         "--sizes", *map(str, args.sizes), "--seeds", *map(str, seeds), "--methods", *args.methods,
         *(["--no-progress"] if args.no_progress else []),
     ]  # fmt: skip
@@ -231,7 +235,7 @@ def run(args: argparse.Namespace) -> int:
     target = CHUNKS / f"{chunk_name(args.sizes, seeds, args.methods)}.json"
     atomic_write_text(target, json.dumps(data, indent=1) + "\n")
     save_state(out)
-    print(f"chunk: {target.relative_to(ROOT) if target.is_relative_to(ROOT) else target}")
+    print(f"chunk: {shown(target)}")
     return merge(args)
 
 
