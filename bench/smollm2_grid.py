@@ -261,6 +261,10 @@ def merge(args: argparse.Namespace) -> int:
             f"# SmolLM2-135M-Instruct on mini-math: the grid so far ({len(collected.cells)} of {planned} runs)\n\n"
             "Made by `python bench/smollm2_grid.py merge` from `bench/results/smollm2/chunks/`; the settings are "
             "`configs/experiment-smollm2.yaml`.\n\n"
+            "The cost columns, and NLFT's fraction of GRPO's, put together chunks that ran in different sessions "
+            "on a shared machine whose speed swings, some on one thread side by side (each chunk's line at the end "
+            "says how it ran): compare them within a chunk only. `bench/results/methods-cost-smollm2.md` measures "
+            "every method in one run.\n\n"
         )
         for kind, path in written.items():
             target = Path(f"{GRID}.{kind}")

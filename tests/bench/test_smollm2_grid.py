@@ -104,6 +104,8 @@ def test_the_committed_grid_is_what_the_committed_chunks_merge_into(grid, tmp_pa
     monkeypatch.setattr(grid, "GRID", tmp_path / "grid")
     assert grid.merge(None) == 0
     assert (tmp_path / "grid.md").read_text(encoding="utf-8") == committed
+    # Chunks ran in different sessions on a machine whose speed swings: the costs say not to compare across them.
+    assert "compare them within a chunk only" in committed
     merged = json.loads((tmp_path / "grid.json").read_text(encoding="utf-8"))
     chunks = [json.loads(p.read_text(encoding="utf-8")) for p in grid.chunk_files()]
     assert len(merged["cells"]) == sum(len(c["cells"]) for c in chunks)
