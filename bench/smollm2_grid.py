@@ -253,7 +253,7 @@ def merge(args: argparse.Namespace) -> int:
         for path, data in zip(chunk_files(), inputs, strict=True):
             c = data.get("chunk", {})
             commands.append(
-                f"- `{path.name}`: `{c.get('command', '?')}` ({c.get('wall_seconds', 0) / 60:.0f} min, "
+                f"- `{path.name}`: `{c.get('command', '?')}` ({took(c.get('wall_seconds'))}, "
                 f"{c.get('machine', '?')}, torch {c.get('torch', '?')}, {c.get('finished', '?')})"
             )
         planned = len(options_cells(config()))
@@ -264,7 +264,8 @@ def merge(args: argparse.Namespace) -> int:
             "The cost columns, and NLFT's fraction of GRPO's, put together chunks that ran in different sessions "
             "on a shared machine whose speed swings, some on one thread side by side (each chunk's line at the end "
             "says how it ran): compare them within a chunk only. `bench/results/methods-cost-smollm2.md` measures "
-            "every method in one run.\n\n"
+            "every method in one run. A chunk's line gives the time of the command that wrote it: a rerun that found "
+            "its runs finished took seconds.\n\n"
         )
         for kind, path in written.items():
             target = Path(f"{GRID}.{kind}")
@@ -274,6 +275,14 @@ def merge(args: argparse.Namespace) -> int:
             atomic_write_bytes(target, body)  # replaces a link, never writes through it
             print(target)
     return 0
+
+
+def took(seconds) -> str:
+    """A chunk command's wall time as its line shows it: seconds under a minute (a rerun that resumed finished
+    runs), else minutes."""
+    if seconds is None:
+        return "time not recorded"
+    return f"{seconds} s" if seconds < 60 else f"{seconds / 60:.0f} min"
 
 
 def options_cells(cfg: dict) -> list[str]:

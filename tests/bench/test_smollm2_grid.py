@@ -106,6 +106,7 @@ def test_the_committed_grid_is_what_the_committed_chunks_merge_into(grid, tmp_pa
     assert (tmp_path / "grid.md").read_text(encoding="utf-8") == committed
     # Chunks ran in different sessions on a machine whose speed swings: the costs say not to compare across them.
     assert "compare them within a chunk only" in committed
+    assert "(0 min," not in committed  # a resumed chunk's seconds, not a rounded-down "0 min"
     merged = json.loads((tmp_path / "grid.json").read_text(encoding="utf-8"))
     chunks = [json.loads(p.read_text(encoding="utf-8")) for p in grid.chunk_files()]
     assert len(merged["cells"]) == sum(len(c["cells"]) for c in chunks)
@@ -224,3 +225,11 @@ def test_a_chunk_records_the_threads_it_ran_on(grid, tmp_path, monkeypatch):
         torch.set_num_threads(before)
     chunk = json.loads((tmp_path / "chunks" / "size-100_seed-1_grpo.json").read_text())["chunk"]
     assert ", 1 thread, Python " in chunk["machine"]
+
+
+def test_a_chunks_line_shows_seconds_when_its_command_resumed_finished_runs(grid):
+    """A rerun that finds its runs done writes its chunk in seconds: its line must not say "0 min"."""
+    assert grid.took(13) == "13 s"
+    assert grid.took(59) == "59 s"
+    assert grid.took(6000) == "100 min"
+    assert grid.took(None) == "time not recorded"
