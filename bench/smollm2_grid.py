@@ -258,7 +258,7 @@ def merge(args: argparse.Namespace) -> int:
             )
         planned = len(options_cells(config()))
         header = (
-            f"# SmolLM2-135M-Instruct on mini-math: the grid so far ({len(collected.cells)} of {planned} runs)\n\n"
+            f"# SmolLM2-135M-Instruct on mini-math: {grid_title(len(collected.cells), planned)}\n\n"
             "Made by `python bench/smollm2_grid.py merge` from `bench/results/smollm2/chunks/`; the settings are "
             "`configs/experiment-smollm2.yaml`.\n\n"
             "The cost columns, and NLFT's fraction of GRPO's, put together chunks that ran in different sessions "
@@ -275,6 +275,15 @@ def merge(args: argparse.Namespace) -> int:
             atomic_write_bytes(target, body)  # replaces a link, never writes through it
             print(target)
     return 0
+
+
+def grid_title(done: int, planned: int) -> str:
+    """The merged grid's title: "so far" while runs are missing, the whole grid once every planned run is in."""
+    return (
+        f"the grid so far ({done} of {planned} runs)"
+        if done < planned
+        else f"the whole grid ({planned} runs)"
+    )
 
 
 def took(seconds) -> str:

@@ -233,3 +233,8 @@ def test_a_chunks_line_shows_seconds_when_its_command_resumed_finished_runs(grid
     assert grid.took(59) == "59 s"
     assert grid.took(6000) == "100 min"
     assert grid.took(None) == "time not recorded"
+
+
+def test_the_grid_title_says_so_far_only_while_runs_are_missing(grid):
+    assert grid.grid_title(71, 72) == "the grid so far (71 of 72 runs)"
+    assert grid.grid_title(72, 72) == "the whole grid (72 runs)"
